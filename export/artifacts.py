@@ -1,0 +1,62 @@
+"""Export a member to ONNX or TorchScript and check it against the eager model before it goes anywhere."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+PARITY_TOLERANCE = 1e-4
+OPSET = 17
+
+
+class ParityError(RuntimeError):
+    pass
+
+
+def check_parity(name: str, eager: nn.Module, run_exported, samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Max abs difference between exported and eager outputs over every sample; raises above the tolerance."""
+    worst = 0.0
+    with torch.inference_mode():
+        for ids, mask in samples:
+            expected = eager(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            worst = max(worst, float(np.abs(run_exported(ids, mask) - expected).max()))
+    print(f"  parity {name}: max abs diff {worst:.2e} over {len(samples)} input shapes (limit {PARITY_TOLERANCE:.0e})")
+    if not worst <= PARITY_TOLERANCE:  # also catches NaN
+        raise ParityError(f"{name}: exported output differs from eager by {worst:.3e} > {PARITY_TOLERANCE}")
+    return worst
+
+
+def export_onnx(model: nn.Module, path: Path, samples, input_names=("INPUT_IDS", "ATTENTION_MASK"),
+                output_name: str = "PROBS") -> float:
+    """ONNX with readable tensor names and dynamic batch and sequence axes."""
+    ids, mask = samples[0]
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {output_name: {0: "batch"}}
+    torch.onnx.export(model, (torch.from_numpy(ids), torch.from_numpy(mask)), str(path), dynamo=False,
+                      input_names=list(input_names), output_names=[output_name], dynamic_axes=axes,
+                      opset_version=OPSET)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return check_parity(path.parent.parent.name, model, lambda i, m: session.run(
+        None, {input_names[0]: i, input_names[1]: m})[0], samples)
+
+
+def export_torchscript(model: nn.Module, path: Path, samples) -> float:
+    ids, mask = samples[0]
+    with torch.inference_mode():
+        traced = torch.jit.trace(model, (torch.from_numpy(ids), torch.from_numpy(mask)))
+    traced.save(str(path))
+    loaded = torch.jit.load(str(path)).eval()
+
+    def run(i, m):
+        with torch.inference_mode():
+            return loaded(torch.from_numpy(i), torch.from_numpy(m)).numpy()
+
+    return check_parity(path.parent.parent.name, model, run, samples)
+
+
+def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Real rows at several batch sizes and sequence lengths, so dynamic axes are exercised, not just traced."""
+    longest = int(mask.sum(1).max())  # cutting the padding here keeps every real token
+    return [(ids[:8], mask[:8]), (ids[8:9], mask[8:9]), (ids[:33, :longest], mask[:33, :longest]),
+            (ids[:64], mask[:64])]

@@ -1,0 +1,77 @@
+"""config.pbtxt for the members, written by the exporter beside each artifact.
+
+The same file serves the embedded CPU server (Python-based onnxruntime/pytorch backends) and the NGC container
+(native backends): only standard fields plus `parameters`, which the native backends ignore or understand.
+"""
+
+from dataclasses import dataclass
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+MAX_BATCH_SIZE = 64
+PREFERRED_BATCH_SIZES = (8, 16, 32)
+MAX_QUEUE_DELAY_US = 200
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    name: str
+    platform: str  # "onnxruntime_onnx" | "pytorch_libtorch"
+    inputs: tuple[str, str]  # (token ids, attention mask)
+    output: str
+    num_classes: int
+    vocab_size: int
+    max_seq_len: int
+    warmup_seq: int  # the length the tokenizer pads to: what real traffic will look like
+    threads: int = 1
+
+
+def _tensor(name: str, data_type: str, dims: str) -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] }}'
+
+
+def _parameter(key: str, value) -> str:
+    return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
+
+
+def member_config(spec: MemberSpec) -> str:
+    ids, mask = spec.inputs
+    # Each backend reads its own thread-count key; both are standard names of the native backends.
+    threads = "intra_op_thread_count" if spec.platform == "onnxruntime_onnx" else "INTRA_OP_THREAD_COUNT"
+    warmup_inputs = "\n".join(
+        f'    inputs {{ key: "{name}" value: {{ data_type: TYPE_INT64 dims: [ {spec.warmup_seq} ] zero_data: true }} }}'
+        for name in spec.inputs)
+    text = f"""name: "{spec.name}"
+platform: "{spec.platform}"
+max_batch_size: {MAX_BATCH_SIZE}
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+input [
+{_tensor(ids, "TYPE_INT64", "-1")},
+{_tensor(mask, "TYPE_INT64", "-1")}
+]
+output [
+{_tensor(spec.output, "TYPE_FP32", str(spec.num_classes))}
+]
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+dynamic_batching {{
+  preferred_batch_size: [ {", ".join(map(str, PREFERRED_BATCH_SIZES))} ]
+  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+}}
+{_parameter("vocab_size", spec.vocab_size)}
+{_parameter("max_seq_len", spec.max_seq_len)}
+{_parameter(threads, spec.threads)}
+model_warmup [
+  {{
+    name: "batch_{PREFERRED_BATCH_SIZES[-1]}"
+    batch_size: {PREFERRED_BATCH_SIZES[-1]}
+{warmup_inputs}
+  }}
+]
+"""
+    parse(text)  # never write a config Triton would refuse
+    return text
+
+
+def parse(text: str) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(text, model_config_pb2.ModelConfig())

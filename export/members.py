@@ -1,0 +1,99 @@
+"""The ensemble's member architectures: a small transformer encoder (exported to ONNX) and a TextCNN (TorchScript).
+
+Both take (input_ids, attention_mask) as int64 [batch, seq] and return class probabilities [batch, num_classes].
+Both are exactly invariant to extra padding, so a row gives the same answer whatever length it is padded to.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MAX_POSITIONS = 512  # longest sequence any member accepts, as in BERT-family models
+MASKED = -1e9  # finite, so a row with no real tokens gives uniform attention instead of NaN
+
+
+@dataclass(frozen=True)
+class TransformerShape:
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    pad_to: int  # tokenizer length used by the text ensemble for this shape
+    pretrained: bool  # False where weights are random: a cost profile, not a classifier
+    threads: int  # onnxruntime intra-op threads when served
+
+
+SHAPES = {
+    "small": TransformerShape(layers=2, hidden=64, heads=4, ffn=128, pad_to=64, pretrained=True, threads=1),
+    # MiniLM-L6-H384 shape (22 M parameters with a BERT vocabulary); random weights, used for realistic cost only.
+    "minilm": TransformerShape(layers=6, hidden=384, heads=12, ffn=1536, pad_to=128, pretrained=False, threads=2),
+}
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm BERT-style layer written with plain ops so that the ONNX export has no fused-kernel surprises."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)  # training only: an identity in eval mode and in the export
+        self.heads = heads
+        self.scale = 1.0 / math.sqrt(hidden // heads)
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+        self.norm1 = nn.LayerNorm(hidden)
+        self.ff = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
+        self.norm2 = nn.LayerNorm(hidden)
+
+    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+        b, s, h = x.shape
+        qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = q @ k.transpose(-1, -2) * self.scale + key_bias
+        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, h)
+        x = self.norm1(x + self.dropout(self.out(attended)))
+        return self.norm2(x + self.dropout(self.ff(x)))
+
+
+class TransformerClassifier(nn.Module):
+    def __init__(self, vocab_size: int, num_classes: int, shape: TransformerShape, dropout: float = 0.1):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, shape.hidden, padding_idx=0)
+        self.positions = nn.Embedding(MAX_POSITIONS, shape.hidden)
+        self.norm = nn.LayerNorm(shape.hidden)
+        self.layers = nn.ModuleList(EncoderLayer(shape.hidden, shape.heads, shape.ffn, dropout) for _ in range(shape.layers))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(shape.hidden, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(torch.float32)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        x = self.dropout(self.norm(self.tokens(input_ids) + self.positions(positions)))
+        key_bias = ((1.0 - mask) * MASKED)[:, None, None, :]
+        for layer in self.layers:
+            x = layer(x, key_bias)
+        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return self.head(self.dropout(pooled)).softmax(-1)
+
+
+class TextCNN(nn.Module):
+    """Kim (2014)-style CNN: parallel convolutions, max-pooled over the real tokens only."""
+
+    def __init__(self, vocab_size: int, num_classes: int, embed: int = 64, channels: int = 64,
+                 kernels: tuple[int, ...] = (2, 3, 4)):
+        super().__init__()
+        self.tokens = nn.Embedding(vocab_size, embed, padding_idx=0)
+        # Right-padding by k-1 zeros gives every real position a full window, so padding length never matters.
+        self.convs = nn.ModuleList(nn.Conv1d(embed, channels, k) for k in kernels)
+        self.pads = list(kernels)
+        self.head = nn.Linear(channels * len(kernels), num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.to(torch.float32)
+        x = (self.tokens(input_ids) * mask[..., None]).transpose(1, 2)
+        pooled = []
+        for conv, k in zip(self.convs, self.pads):
+            h = torch.relu(conv(nn.functional.pad(x, (0, k - 1))))
+            pooled.append((h * mask[:, None, :]).amax(-1))  # ReLU >= 0, so zeroing padding leaves the max of real tokens
+        return self.head(torch.cat(pooled, 1)).softmax(-1)

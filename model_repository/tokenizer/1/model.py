@@ -1,0 +1,1 @@
+../../../python_backend/models/tokenizer/model.py

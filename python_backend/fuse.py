@@ -1,0 +1,69 @@
+"""Combine member probabilities into one prediction: vectorized numpy over the whole batch."""
+
+import numpy as np
+
+from python_backend.errors import BadRequest
+
+
+def stack_members(member_probs: list[np.ndarray], num_classes: int) -> np.ndarray:
+    """Validate each member's [batch, num_classes] probabilities and stack them into [batch, members, classes]."""
+    batch = len(member_probs[0])
+    for index, probs in enumerate(member_probs):
+        if probs.dtype != np.float32 or probs.shape != (batch, num_classes):
+            raise BadRequest(f"member {index}: expected float32 [{batch}, {num_classes}] (rows as in member 0), "
+                             f"got {probs.dtype.name} {list(probs.shape)}")
+    if batch == 0:
+        raise BadRequest("empty batch (0 rows); send at least one row")
+    stacked = np.stack(member_probs, axis=1)
+    if not np.isfinite(stacked).all() or stacked.min() < 0 or stacked.max() > 1:
+        raise BadRequest("member probabilities must be finite and within [0, 1]")
+    return stacked
+
+
+def weighted_mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Weighted average over members; weights are normalized so rows still sum to 1."""
+    w = (weights / weights.sum()).astype(np.float32)
+    return np.einsum("bmc,m->bc", stacked, w)
+
+
+def stacking(stacked: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """Learned combiner: softmax(log member probs, flattened) @ coef + bias), fitted by export/stacking.py."""
+    features = np.log(np.clip(stacked, 1e-7, 1.0)).reshape(stacked.shape[0], -1)
+    logits = features @ coef + bias
+    logits -= logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def labels(probs: np.ndarray, class_names: list[str]) -> np.ndarray:
+    """Class name of the most probable class per row, as a BYTES [batch, 1] array."""
+    names = np.array([name.encode() for name in class_names], dtype=object)
+    return names[probs.argmax(axis=1)].reshape(-1, 1)
+
+
+def make_combiner(members: list[str], parameters: dict[str, str], version_dir: str):
+    """combine(stacked) -> probs, as chosen by the fuse config's `combiner` parameter.
+
+    weighted_mean: `weights` is "member=weight,..."; a member not named weighs 1 (no `weights`: equal weights).
+    stacking: reads stacking.npz (coef, bias, members) that export/ wrote beside the fuse model.
+    """
+    combiner = parameters.get("combiner", "weighted_mean")
+    if combiner == "weighted_mean":
+        pairs = [item.split("=") for item in parameters.get("weights", "").split(",") if item.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError(f"weights must look like 'member=1.5,other=1', got {parameters['weights']!r}")
+        given = {name.strip(): float(value) for name, value in pairs}
+        unknown = set(given) - set(members)
+        if unknown:
+            raise ValueError(f"weights name unknown members {sorted(unknown)}; members are {members}")
+        weights = np.array([float(given.get(m, 1.0)) for m in members])
+        if (weights < 0).any() or weights.sum() <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights.tolist()}")
+        return lambda stacked: weighted_mean(stacked, weights)
+    if combiner == "stacking":
+        fitted = np.load(f"{version_dir}/stacking.npz")
+        if fitted["members"].tolist() != members:
+            raise ValueError(f"stacking.npz was fitted on {fitted['members'].tolist()}, the config has {members}")
+        coef, bias = fitted["coef"].astype(np.float32), fitted["bias"].astype(np.float32)
+        return lambda stacked: stacking(stacked, coef, bias)
+    raise ValueError(f"combiner must be 'weighted_mean' or 'stacking', got {combiner!r}")
