@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/1/model.pt \
-             model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz
+             model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
+             model_repository/check_tokens/config.pbtxt
 
 .PHONY: install export serve test lint clean
 
@@ -34,4 +35,5 @@ lint: install
 
 clean:
 	rm -rf build model_repository/transformer model_repository/textcnn \
-	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz
+	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
+	       model_repository/check_tokens/config.pbtxt

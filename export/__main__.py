@@ -1,7 +1,7 @@
 """`python -m export`: train the members on the shipped corpus and write them into a Triton model repository.
 
-  python -m export [--repository DIR] [--profile small|minilm]
-  python -m export --from-pretrained CHECKPOINT_DIR --name MODEL [--repository DIR]
+python -m export [--repository DIR] [--profile small|minilm]
+python -m export --from-pretrained CHECKPOINT_DIR --name MODEL [--repository DIR]
 """
 
 import argparse
@@ -12,7 +12,7 @@ import numpy as np
 
 from export import corpus, repository, tokenizer
 from export.artifacts import export_onnx, export_torchscript, parity_samples
-from export.configs import MemberSpec, member_config
+from export.configs import MemberSpec, check_tokens_config, member_config
 from export.members import MAX_POSITIONS, SHAPES, TextCNN, TransformerClassifier
 from export.train import accuracy, fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
@@ -34,8 +34,10 @@ def export_default(repo: Path, profile: str, seed: int) -> None:
     tok = tokenizer.train([c.text for c in train], pad_to=shape.pad_to)
     (ids, mask, labels), val, test = (encoded(tok, part) for part in (train, validation, held_out))
     vocab, classes = tok.get_vocab_size(), len(corpus.TOPICS)
-    print(f"corpus: {len(train)} train / {len(validation)} validation / {len(held_out)} held-out comments, "
-          f"{classes} topics, vocabulary {vocab}")
+    print(
+        f"corpus: {len(train)} train / {len(validation)} validation / {len(held_out)} held-out comments, "
+        f"{classes} topics, vocabulary {vocab}"
+    )
 
     seed_everything(seed)
     transformer = TransformerClassifier(vocab, classes, shape)
@@ -57,36 +59,57 @@ def export_default(repo: Path, profile: str, seed: int) -> None:
     for name, probs in report.items():
         print(f"  {name:<24} {accuracy(probs, test[2]):.4f}")
 
-    repository.prepare(repo)
     samples = parity_samples(test[0], test[1])
     with repository.staging(repo) as stage:
+
         def member(name, platform, tensors, filename, write_artifact):
             (stage / name / "1").mkdir(parents=True)
             write_artifact(stage / name / "1" / filename)
             spec = MemberSpec(name, platform, *tensors, classes, vocab, MAX_POSITIONS, shape.pad_to, shape.threads)
             (stage / name / "config.pbtxt").write_text(member_config(spec))
 
-        member("transformer", "onnxruntime_onnx", ONNX_TENSORS, "model.onnx",
-               lambda path: export_onnx(transformer, path, samples))
-        member("textcnn", "pytorch_libtorch", TORCHSCRIPT_TENSORS, "model.pt",
-               lambda path: export_torchscript(textcnn, path, samples))
+        member(
+            "transformer",
+            "onnxruntime_onnx",
+            ONNX_TENSORS,
+            "model.onnx",
+            lambda path: export_onnx(transformer, path, samples),
+        )
+        member(
+            "textcnn",
+            "pytorch_libtorch",
+            TORCHSCRIPT_TENSORS,
+            "model.pt",
+            lambda path: export_torchscript(textcnn, path, samples),
+        )
         # Only now, with every parity check passed, does anything reach the repository.
+        repository.prepare(repo)
         tok.save(str(repo / "tokenizer" / "1" / "tokenizer.json"))
+        staged_check = stage / "check_tokens.pbtxt"
+        staged_check.write_text(check_tokens_config(vocab, MAX_POSITIONS))
+        staged_check.replace(repo / "check_tokens" / "config.pbtxt")
         np.savez(repo / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
         for name in members:
             repository.install_model(stage / name, repo / name, trash=stage)
-    print(f"wrote {', '.join(members)}, tokenizer.json and stacking.npz into {repo} "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"wrote {', '.join(members)}, tokenizer.json, stacking.npz and check_tokens' limits into {repo} "
+        f"in {time.monotonic() - started:.1f} s"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
     parser.add_argument("--profile", choices=sorted(SHAPES), default="small")
     parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--from-pretrained", type=Path, metavar="CHECKPOINT_DIR",
-                        help="a local Hugging Face sequence-classification checkpoint to add as a model")
+    parser.add_argument(
+        "--from-pretrained",
+        type=Path,
+        metavar="CHECKPOINT_DIR",
+        help="a local Hugging Face sequence-classification checkpoint to add as a model",
+    )
     parser.add_argument("--name", help="model name for --from-pretrained: a new model, or the next version of one")
     args = parser.parse_args()
     if args.from_pretrained:

@@ -28,17 +28,29 @@ def check_parity(name: str, eager: nn.Module, run_exported, samples: list[tuple[
     return worst
 
 
-def export_onnx(model: nn.Module, path: Path, samples, input_names=("INPUT_IDS", "ATTENTION_MASK"),
-                output_name: str = "PROBS") -> float:
+def export_onnx(
+    model: nn.Module, path: Path, samples, input_names=("INPUT_IDS", "ATTENTION_MASK"), output_name: str = "PROBS"
+) -> float:
     """ONNX with readable tensor names and dynamic batch and sequence axes."""
     ids, mask = samples[0]
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {output_name: {0: "batch"}}
-    torch.onnx.export(model, (torch.from_numpy(ids), torch.from_numpy(mask)), str(path), dynamo=False,
-                      input_names=list(input_names), output_names=[output_name], dynamic_axes=axes,
-                      opset_version=OPSET)
+    torch.onnx.export(
+        model,
+        (torch.from_numpy(ids), torch.from_numpy(mask)),
+        str(path),
+        dynamo=False,
+        input_names=list(input_names),
+        output_names=[output_name],
+        dynamic_axes=axes,
+        opset_version=OPSET,
+    )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return check_parity(path.parent.parent.name, model, lambda i, m: session.run(
-        None, {input_names[0]: i, input_names[1]: m})[0], samples)
+    return check_parity(
+        path.parent.parent.name,
+        model,
+        lambda i, m: session.run(None, {input_names[0]: i, input_names[1]: m})[0],
+        samples,
+    )
 
 
 def export_torchscript(model: nn.Module, path: Path, samples) -> float:
@@ -58,5 +70,9 @@ def export_torchscript(model: nn.Module, path: Path, samples) -> float:
 def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real rows at several batch sizes and sequence lengths, so dynamic axes are exercised, not just traced."""
     longest = int(mask.sum(1).max())  # cutting the padding here keeps every real token
-    return [(ids[:8], mask[:8]), (ids[8:9], mask[8:9]), (ids[:33, :longest], mask[:33, :longest]),
-            (ids[:64], mask[:64])]
+    return [
+        (ids[:8], mask[:8]),
+        (ids[8:9], mask[8:9]),
+        (ids[:33, :longest], mask[:33, :longest]),
+        (ids[:64], mask[:64]),
+    ]

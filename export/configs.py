@@ -41,7 +41,8 @@ def member_config(spec: MemberSpec) -> str:
     threads = "intra_op_thread_count" if spec.platform == "onnxruntime_onnx" else "INTRA_OP_THREAD_COUNT"
     warmup_inputs = "\n".join(
         f'    inputs {{ key: "{name}" value: {{ data_type: TYPE_INT64 dims: [ {spec.warmup_seq} ] zero_data: true }} }}'
-        for name in spec.inputs)
+        for name in spec.inputs
+    )
     text = f"""name: "{spec.name}"
 platform: "{spec.platform}"
 max_batch_size: {MAX_BATCH_SIZE}
@@ -75,3 +76,26 @@ model_warmup [
 
 def parse(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def check_tokens_config(vocab_size: int, max_seq_len: int) -> str:
+    """The `feedback` ensemble's first step validates what clients send against the members' limits."""
+    text = f"""# Written by export/: the limits come from the trained tokenizer and members.
+name: "check_tokens"
+backend: "python"
+max_batch_size: {MAX_BATCH_SIZE}
+input [
+{_tensor("INPUT_IDS", "TYPE_INT64", "-1")},
+{_tensor("ATTENTION_MASK", "TYPE_INT64", "-1")}
+]
+output [
+{_tensor("CHECKED_INPUT_IDS", "TYPE_INT64", "-1")},
+{_tensor("CHECKED_ATTENTION_MASK", "TYPE_INT64", "-1")}
+]
+instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}
+{_parameter("vocab_size", vocab_size)}
+{_parameter("max_seq_len", max_seq_len)}
+"""
+    parse(text)
+    return text

@@ -13,18 +13,66 @@ TOPICS = ("price", "support", "usability", "performance", "billing", "onboarding
 
 # Phrases that name what a comment is about; several per topic, some overlapping in vocabulary on purpose.
 SUBJECTS = {
-    "price": ["the price", "the monthly cost", "the subscription fee", "the pricing tiers", "what we pay",
-              "the cost per seat", "the enterprise plan price", "the value for money"],
-    "support": ["the support team", "customer service", "the help desk", "the agent on chat", "the support ticket",
-                "the response from support", "the phone support", "your technicians"],
-    "usability": ["the interface", "the dashboard layout", "the navigation", "the settings page", "the menus",
-                  "the search box", "the design of the app", "the editor"],
-    "performance": ["the app speed", "page load times", "the sync", "the export job", "the mobile app",
-                    "the reports", "the api latency", "the search results"],
-    "billing": ["the invoice", "the payment", "the refund", "the credit card charge", "the billing page",
-                "the receipt", "the renewal charge", "the tax on my invoice"],
-    "onboarding": ["the setup", "the first week", "the tutorial", "the getting started guide", "the account setup",
-                   "the import of our data", "the welcome call", "the training session"],
+    "price": [
+        "the price",
+        "the monthly cost",
+        "the subscription fee",
+        "the pricing tiers",
+        "what we pay",
+        "the cost per seat",
+        "the enterprise plan price",
+        "the value for money",
+    ],
+    "support": [
+        "the support team",
+        "customer service",
+        "the help desk",
+        "the agent on chat",
+        "the support ticket",
+        "the response from support",
+        "the phone support",
+        "your technicians",
+    ],
+    "usability": [
+        "the interface",
+        "the dashboard layout",
+        "the navigation",
+        "the settings page",
+        "the menus",
+        "the search box",
+        "the design of the app",
+        "the editor",
+    ],
+    "performance": [
+        "the app speed",
+        "page load times",
+        "the sync",
+        "the export job",
+        "the mobile app",
+        "the reports",
+        "the api latency",
+        "the search results",
+    ],
+    "billing": [
+        "the invoice",
+        "the payment",
+        "the refund",
+        "the credit card charge",
+        "the billing page",
+        "the receipt",
+        "the renewal charge",
+        "the tax on my invoice",
+    ],
+    "onboarding": [
+        "the setup",
+        "the first week",
+        "the tutorial",
+        "the getting started guide",
+        "the account setup",
+        "the import of our data",
+        "the welcome call",
+        "the training session",
+    ],
 }
 
 POSITIVE = {
@@ -45,13 +93,40 @@ NEGATIVE = {
     "onboarding": ["was a mess", "took weeks", "left us on our own", "skipped the basics"],
 }
 
-OPENERS = ["", "honestly", "overall", "to be fair", "well", "so far", "after a month", "i have to say",
-           "as a long time user", "our team thinks", "quick note", "update"]
-CLOSERS = ["", "thanks", "please fix this", "keep it up", "would recommend", "not happy", "!", "great job",
-           "we are considering other options", "just my two cents"]
+OPENERS = [
+    "",
+    "honestly",
+    "overall",
+    "to be fair",
+    "well",
+    "so far",
+    "after a month",
+    "i have to say",
+    "as a long time user",
+    "our team thinks",
+    "quick note",
+    "update",
+]
+CLOSERS = [
+    "",
+    "thanks",
+    "please fix this",
+    "keep it up",
+    "would recommend",
+    "not happy",
+    "!",
+    "great job",
+    "we are considering other options",
+    "just my two cents",
+]
 VAGUE_SUBJECTS = ["it", "this", "the product", "everything", "your tool", "the whole thing"]
-ASIDES = ["though {subject} {verdict}", "but {subject} {verdict}", "and {subject} {verdict} too",
-          "while {subject} {verdict}", "also {subject} {verdict}"]
+ASIDES = [
+    "though {subject} {verdict}",
+    "but {subject} {verdict}",
+    "and {subject} {verdict} too",
+    "while {subject} {verdict}",
+    "also {subject} {verdict}",
+]
 ASIDE_VERDICTS = ["was fine", "was ok", "could be better", "is alright", "is what it is", "was not great"]
 LABEL_NOISE = 0.04  # share of comments whose label disagrees with the text
 

@@ -62,7 +62,9 @@ class TransformerClassifier(nn.Module):
         self.tokens = nn.Embedding(vocab_size, shape.hidden, padding_idx=0)
         self.positions = nn.Embedding(MAX_POSITIONS, shape.hidden)
         self.norm = nn.LayerNorm(shape.hidden)
-        self.layers = nn.ModuleList(EncoderLayer(shape.hidden, shape.heads, shape.ffn, dropout) for _ in range(shape.layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(shape.hidden, shape.heads, shape.ffn, dropout) for _ in range(shape.layers)
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(shape.hidden, num_classes)
 
@@ -80,8 +82,14 @@ class TransformerClassifier(nn.Module):
 class TextCNN(nn.Module):
     """Kim (2014)-style CNN: parallel convolutions, max-pooled over the real tokens only."""
 
-    def __init__(self, vocab_size: int, num_classes: int, embed: int = 64, channels: int = 64,
-                 kernels: tuple[int, ...] = (2, 3, 4)):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        embed: int = 64,
+        channels: int = 64,
+        kernels: tuple[int, ...] = (2, 3, 4),
+    ):
         super().__init__()
         self.tokens = nn.Embedding(vocab_size, embed, padding_idx=0)
         # Right-padding by k-1 zeros gives every real position a full window, so padding length never matters.
@@ -93,7 +101,9 @@ class TextCNN(nn.Module):
         mask = attention_mask.to(torch.float32)
         x = (self.tokens(input_ids) * mask[..., None]).transpose(1, 2)
         pooled = []
-        for conv, k in zip(self.convs, self.pads):
+        for conv, k in zip(self.convs, self.pads, strict=True):
             h = torch.relu(conv(nn.functional.pad(x, (0, k - 1))))
-            pooled.append((h * mask[:, None, :]).amax(-1))  # ReLU >= 0, so zeroing padding leaves the max of real tokens
+            pooled.append(
+                (h * mask[:, None, :]).amax(-1)
+            )  # ReLU >= 0, so zeroing padding leaves the max of real tokens
         return self.head(torch.cat(pooled, 1)).softmax(-1)

@@ -11,17 +11,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "model_repository"
-COMMITTED_MODELS = ("feedback", "feedback_text", "tokenizer", "fuse")
+COMMITTED_MODELS = ("feedback", "feedback_text", "check_tokens", "tokenizer", "fuse")
+# What export writes into those folders (git ignores them): a copy must not carry another run's.
+GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "check_tokens/config.pbtxt"}
 
 
 def prepare(repository: Path) -> None:
-    """A repository other than the committed one gets a copy of the committed models (model.py links resolved)."""
+    """A repository other than the committed one gets the committed models' files (model.py links resolved)."""
     repository.mkdir(parents=True, exist_ok=True)
     if repository.resolve() == COMMITTED.resolve():
         return
     for name in COMMITTED_MODELS:
-        if not (repository / name).exists():
-            shutil.copytree(COMMITTED / name, repository / name)
+        for source in (COMMITTED / name).rglob("*"):
+            relative = source.relative_to(COMMITTED)
+            if source.is_file() and relative.as_posix() not in GENERATED:
+                (repository / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(source, repository / relative)
 
 
 @contextmanager

@@ -10,8 +10,16 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True)
 
 
-def fit(model: nn.Module, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, epochs: int, seed: int,
-        lr: float = 2e-3, batch_size: int = 64) -> nn.Module:
+def fit(
+    model: nn.Module,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    labels: np.ndarray,
+    epochs: int,
+    seed: int,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+) -> nn.Module:
     # Both members ignore padding exactly, so training on the columns that hold real tokens changes nothing but time.
     longest = int(mask.sum(1).max())
     ids, mask = ids[:, :longest], mask[:, :longest]
@@ -32,8 +40,10 @@ def fit(model: nn.Module, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray,
 @torch.inference_mode()
 def predict(model: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
     model.eval()
-    parts = [model(torch.from_numpy(ids[i:i + batch_size]), torch.from_numpy(mask[i:i + batch_size]))
-             for i in range(0, len(ids), batch_size)]
+    parts = [
+        model(torch.from_numpy(ids[i : i + batch_size]), torch.from_numpy(mask[i : i + batch_size]))
+        for i in range(0, len(ids), batch_size)
+    ]
     return torch.cat(parts).numpy()
 
 

@@ -40,7 +40,7 @@ def run_batched(
         groups.setdefault(shape_key(inputs[i]), []).append(i)
 
     for members in groups.values():
-        columns = zip(*(inputs[i] for i in members))
+        columns = zip(*(inputs[i] for i in members), strict=True)
         batch = [np.concatenate(column) if len(members) > 1 else column[0] for column in columns]
         try:
             outputs = compute(*batch)

@@ -10,8 +10,10 @@ def stack_members(member_probs: list[np.ndarray], num_classes: int) -> np.ndarra
     batch = len(member_probs[0])
     for index, probs in enumerate(member_probs):
         if probs.dtype != np.float32 or probs.shape != (batch, num_classes):
-            raise BadRequest(f"member {index}: expected float32 [{batch}, {num_classes}] (rows as in member 0), "
-                             f"got {probs.dtype.name} {list(probs.shape)}")
+            raise BadRequest(
+                f"member {index}: expected float32 [{batch}, {num_classes}] (rows as in member 0), "
+                f"got {probs.dtype.name} {list(probs.shape)}"
+            )
     if batch == 0:
         raise BadRequest("empty batch (0 rows); send at least one row")
     stacked = np.stack(member_probs, axis=1)

@@ -13,7 +13,7 @@ class ModelConfig:
     def __init__(self, args: dict):
         self.raw = json.loads(args["model_config"])
         self.name = self.raw["name"]
-        self.version_dir = f'{args["model_repository"]}/{args["model_version"]}'
+        self.version_dir = f"{args['model_repository']}/{args['model_version']}"
         self.inputs = [tensor["name"] for tensor in self.raw["input"]]
         self.outputs = [tensor["name"] for tensor in self.raw["output"]]
         self.parameters = {key: value["string_value"] for key, value in self.raw.get("parameters", {}).items()}
@@ -28,7 +28,7 @@ class ModelConfig:
         return default
 
     def artifact(self, default_name: str) -> str:
-        return f'{self.version_dir}/{self.raw.get("default_model_filename") or default_name}'
+        return f"{self.version_dir}/{self.raw.get('default_model_filename') or default_name}"
 
 
 def execute_batched(
@@ -39,14 +39,16 @@ def execute_batched(
 ) -> list:
     """One response per request: outputs named as in the config, or an error for that request alone."""
     from python_backend.batching import run_batched
+    from python_backend.errors import BadRequest
 
     inputs = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in config.inputs] for r in requests]
     responses = []
     for result in run_batched(inputs, parse, compute):
         if isinstance(result, Exception):
-            error = pb_utils.TritonError(f"{config.name}: {result}")
+            code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
+            error = pb_utils.TritonError(f"{config.name}: {result}", code)
             responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
         else:
-            tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result)]
+            tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
     return responses

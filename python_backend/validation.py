@@ -19,8 +19,10 @@ def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_
     check_batch("INPUT_IDS", input_ids, np.int64, 2)
     check_batch("ATTENTION_MASK", attention_mask, np.int64, 2)
     if input_ids.shape != attention_mask.shape:
-        raise BadRequest(f"INPUT_IDS {list(input_ids.shape)} and ATTENTION_MASK {list(attention_mask.shape)} "
-                         "must have the same shape")
+        raise BadRequest(
+            f"INPUT_IDS {list(input_ids.shape)} and ATTENTION_MASK {list(attention_mask.shape)} "
+            "must have the same shape"
+        )
     seq = input_ids.shape[1]
     if not 1 <= seq <= max_seq_len:
         raise BadRequest(f"sequence length {seq} is outside the supported range 1..{max_seq_len}")

@@ -6,18 +6,26 @@ Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (de
 import os
 from pathlib import Path
 
-from server.launch import ROOT, Ports, command, environment, prepare_backends
+from server.launch import ROOT, Ports, command, environment, prepare
 
 
 def main() -> None:
     repository = Path(os.environ.get("MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
-    ports = Ports(int(os.environ.get("HTTP_PORT", 8000)), int(os.environ.get("GRPC_PORT", 8001)),
-                  int(os.environ.get("METRICS_PORT", 8002)))
+    ports = Ports(
+        int(os.environ.get("HTTP_PORT", 8000)),
+        int(os.environ.get("GRPC_PORT", 8001)),
+        int(os.environ.get("METRICS_PORT", 8002)),
+    )
     build = ROOT / "build"
-    argv = command(repository, prepare_backends(build), ports, os.environ.get("BIND", "127.0.0.1"),
-                   int(os.environ.get("POLL_SECS", 5)))
+    argv = command(
+        repository,
+        prepare(repository, build),
+        ports,
+        os.environ.get("BIND", "127.0.0.1"),
+        int(os.environ.get("POLL_SECS", 5)),
+    )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
-    os.execve(argv[0], argv, environment(build))  # foreground: Ctrl-C goes straight to tritonserver
+    os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ this interpreter) and python_backend/backends/{onnxruntime,pytorch} linked in un
 """
 
 import os
+import py_compile
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,24 @@ class Ports:
     metrics: int = 8002
 
 
+def precompile(repository: Path) -> None:
+    """Write each version folder's model.py bytecode before Triton starts.
+
+    The stub runs an isolated interpreter (PYTHONPYCACHEPREFIX and PYTHONDONTWRITEBYTECODE are ignored), so on first
+    import it writes __pycache__/ into the version folder, which poll mode sees as a change and reloads the model.
+    With valid bytecode already there, it writes nothing.
+    """
+    for source in repository.glob("*/[0-9]*/model.py"):
+        cache = source.parent / "__pycache__" / f"model.{sys.implementation.cache_tag}.pyc"
+        py_compile.compile(str(source), cfile=str(cache), doraise=True)
+
+
+def prepare(repository: Path, build: Path) -> Path:
+    """Precompile the repository and return the backend directory."""
+    precompile(repository)
+    return prepare_backends(build)
+
+
 def prepare_backends(build: Path) -> Path:
     """<build>/backends: python/ (backend + stub for this Python) and one folder per Python-based backend."""
     backends = build / "backends"
@@ -46,15 +65,13 @@ def prepare_backends(build: Path) -> Path:
     return backends
 
 
-def environment(build: Path) -> dict[str, str]:
+def environment() -> dict[str, str]:
     env = dict(os.environ)
     # The stub links the first libpython3.X it finds: make it the running interpreter's, not the system's.
     libs = [sysconfig.get_config_var("LIBDIR"), str(BUNDLED_LIBS), env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the stub imports this venv's packages
     env["PYTHONPATH"] = str(ROOT)  # model.py files import python_backend.*
-    # Bytecode written into a version directory counts as a change in poll mode and triggers a reload.
-    env["PYTHONPYCACHEPREFIX"] = str(build / "pycache")
     return env
 
 
@@ -64,21 +81,36 @@ def command(repository: Path, backends: Path, ports: Ports, bind: str, poll_secs
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
         f"--cache-directory={TRITON / 'caches'}",
-        f"--http-address={bind}", f"--http-port={ports.http}",
-        f"--grpc-address={bind}", f"--grpc-port={ports.grpc}",
-        f"--metrics-address={bind}", f"--metrics-port={ports.metrics}",
-        "--model-control-mode=poll", f"--repository-poll-secs={poll_secs}",
+        f"--http-address={bind}",
+        f"--http-port={ports.http}",
+        f"--grpc-address={bind}",
+        f"--grpc-port={ports.grpc}",
+        f"--metrics-address={bind}",
+        f"--metrics-port={ports.metrics}",
+        "--model-control-mode=poll",
+        f"--repository-poll-secs={poll_secs}",
         "--log-info=true",
     ]
 
 
-def start(repository: Path, ports: Ports, build: Path = ROOT / "build", bind: str = "127.0.0.1",
-          poll_secs: int = 5, log: Path | None = None) -> subprocess.Popen:
+def start(
+    repository: Path,
+    ports: Ports,
+    build: Path = ROOT / "build",
+    bind: str = "127.0.0.1",
+    poll_secs: int = 5,
+    log: Path | None = None,
+) -> subprocess.Popen:
     """Start tritonserver in the background (its own process group, so stopping it stops its stubs)."""
-    backends = prepare_backends(build)
+    backends = prepare(repository, build)
     out = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen(command(repository, backends, ports, bind, poll_secs), env=environment(build),
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        command(repository, backends, ports, bind, poll_secs),
+        env=environment(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(process: subprocess.Popen, ports: Ports, host: str = "127.0.0.1", timeout: float = 120) -> None:

@@ -18,14 +18,14 @@ class TritonPythonModel:
         options.intra_op_num_threads = int(self.config.parameter("intra_op_thread_count", "1"))
         options.inter_op_num_threads = 1
         providers = [("CUDAExecutionProvider", {"device_id": self.config.device_id})] if self.config.on_gpu else []
-        self.session = ort.InferenceSession(self.config.artifact("model.onnx"), options,
-                                            providers=providers + ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            self.config.artifact("model.onnx"), options, providers=providers + ["CPUExecutionProvider"]
+        )
         pb_utils.Logger.log_info(f"{self.config.name}: onnxruntime providers {self.session.get_providers()}")
         self.parse = token_parser(self.config.parameters)
 
     def execute(self, requests):
         def compute(*arrays):
-            return self.session.run(self.config.outputs, dict(zip(self.config.inputs, arrays)))
+            return self.session.run(self.config.outputs, dict(zip(self.config.inputs, arrays, strict=True)))
 
         return execute_batched(requests, self.config, self.parse, compute)
-

@@ -16,8 +16,9 @@ class TritonPythonModel:
         self.config = ModelConfig(args)
         for names in (self.config.inputs, self.config.outputs):
             if [name.rsplit("__", 1)[-1] for name in names] != [str(i) for i in range(len(names))]:
-                raise pb_utils.TritonModelException(f"{self.config.name}: tensor names must end in __0, __1, ... "
-                                                    f"in config order, got {names}")
+                raise pb_utils.TritonModelException(
+                    f"{self.config.name}: tensor names must end in __0, __1, ... in config order, got {names}"
+                )
         torch.set_num_threads(int(self.config.parameter("INTRA_OP_THREAD_COUNT", "1")))
         self.device = torch.device(f"cuda:{self.config.device_id}" if self.config.on_gpu else "cpu")
         self.model = torch.jit.load(self.config.artifact("model.pt"), map_location=self.device).eval()

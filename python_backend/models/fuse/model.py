@@ -22,7 +22,8 @@ class TritonPythonModel:
             return probs, labels(probs, self.class_names), stacked
 
         return execute_batched(
-            requests, self.config,
+            requests,
+            self.config,
             parse=lambda *member_probs: [stack_members(list(member_probs), len(self.class_names))],
             compute=compute,
         )

@@ -14,7 +14,8 @@ class TritonPythonModel:
 
     def execute(self, requests):
         return execute_batched(
-            requests, self.config,
+            requests,
+            self.config,
             parse=lambda text: [decode_rows(text, self.max_bytes)],
             compute=lambda rows: encode(self.tokenizer, rows),
         )

@@ -1,0 +1,1 @@
+../../../python_backend/models/check_tokens/model.py

@@ -1,0 +1,132 @@
+"""The Python-backend logic and the exporter's building blocks, without a server."""
+
+import numpy as np
+import pytest
+import torch
+
+from export import corpus
+from export.configs import MemberSpec, member_config, parse
+from export.members import SHAPES, TextCNN, TransformerClassifier
+from python_backend.batching import run_batched
+from python_backend.errors import BadRequest
+from python_backend.fuse import labels, make_combiner, stack_members, weighted_mean
+from python_backend.text import decode_rows
+from python_backend.validation import check_token_inputs
+
+
+def test_corpus_is_deterministic_and_covers_every_topic():
+    first, second = corpus.generate(500), corpus.generate(500)
+    assert first == second
+    assert {c.topic for c in first} == set(corpus.TOPICS)
+    assert {c.sentiment for c in first} == {"positive", "negative", "mixed"}
+
+
+def test_run_batched_computes_each_shape_group_once_and_isolates_bad_requests():
+    calls = []
+
+    def parse(x):
+        if x.min() < 0:
+            raise BadRequest("negative")
+        return (x,)
+
+    def compute(x):
+        calls.append(x.shape)
+        return (x * 2,)
+
+    requests = [(np.ones((2, 3)),), (-np.ones((1, 3)),), (np.full((3, 3), 5.0),), (np.ones((1, 4)),)]
+    results = run_batched(requests, parse, compute)
+    assert sorted(calls) == [(1, 4), (5, 3)]  # two valid [*, 3] requests ran as one batch of 5
+    assert isinstance(results[1], BadRequest)
+    np.testing.assert_array_equal(results[0][0], np.full((2, 3), 2.0))
+    np.testing.assert_array_equal(results[2][0], np.full((3, 3), 10.0))
+    np.testing.assert_array_equal(results[3][0], np.full((1, 4), 2.0))
+
+
+def test_run_batched_reports_a_compute_failure_to_its_batch_only():
+    def compute(x):
+        if x.shape[1] == 4:
+            raise RuntimeError("model failed")
+        return (x,)
+
+    results = run_batched([(np.ones((1, 3)),), (np.ones((1, 4)),)], lambda x: (x,), compute)
+    assert isinstance(results[1], RuntimeError) and not isinstance(results[0], Exception)
+
+
+@pytest.mark.parametrize(
+    ("ids", "mask", "message"),
+    [
+        (np.ones((1, 4), np.int32), np.ones((1, 4), np.int64), "expected int64"),
+        (np.ones((4,), np.int64), np.ones((4,), np.int64), "expected rank 2"),
+        (np.ones((0, 4), np.int64), np.ones((0, 4), np.int64), "empty batch"),
+        (np.ones((1, 4), np.int64), np.ones((1, 5), np.int64), "same shape"),
+        (np.ones((1, 9), np.int64), np.ones((1, 9), np.int64), "outside the supported range 1..8"),
+        (np.full((1, 4), 10), np.ones((1, 4), np.int64), "must be in [0, 10)"),
+        (np.full((1, 4), -1), np.ones((1, 4), np.int64), "must be in [0, 10)"),
+        (np.ones((1, 4), np.int64), np.full((1, 4), 2), "0 or 1"),
+    ],
+)
+def test_token_input_checks(ids, mask, message):
+    with pytest.raises(BadRequest, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        check_token_inputs(ids, mask, vocab_size=10, max_seq_len=8)
+
+
+def test_decode_rows_limits():
+    ok = decode_rows(np.array([["héllo".encode()], [b""]], dtype=object), max_bytes=10)
+    assert ok.tolist() == ["héllo", ""]
+    with pytest.raises(BadRequest, match="not valid UTF-8"):
+        decode_rows(np.array([[b"\xff"]], dtype=object), max_bytes=10)
+    with pytest.raises(BadRequest, match="11 bytes, the limit is 10"):
+        decode_rows(np.array([[b"a" * 11]], dtype=object), max_bytes=10)
+    with pytest.raises(BadRequest, match="shape"):
+        decode_rows(np.array([b"a"], dtype=object), max_bytes=10)
+
+
+def test_fuse_weighted_mean_and_labels():
+    a = np.array([[0.9, 0.1], [0.2, 0.8]], np.float32)
+    b = np.array([[0.5, 0.5], [0.6, 0.4]], np.float32)
+    stacked = stack_members([a, b], num_classes=2)
+    np.testing.assert_allclose(weighted_mean(stacked, np.array([1.0, 1.0])), (a + b) / 2, atol=1e-7)
+    combine = make_combiner(["a", "b"], {"weights": "a=3"}, version_dir="")
+    np.testing.assert_allclose(combine(stacked), 0.75 * a + 0.25 * b, atol=1e-7)
+    assert labels(combine(stacked), ["no", "yes"]).tolist() == [[b"no"], [b"yes"]]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [np.ones((2, 3), np.float32)],  # wrong class count
+        [np.ones((2, 2), np.float64)],  # wrong dtype
+        [np.full((2, 2), np.nan, np.float32)],
+        [np.full((2, 2), 0.5, np.float32), np.full((3, 2), 0.5, np.float32)],  # batch mismatch
+    ],
+)
+def test_fuse_rejects_bad_member_outputs(bad):
+    with pytest.raises(BadRequest):
+        stack_members(bad, num_classes=2)
+
+
+def test_fuse_rejects_bad_weights():
+    with pytest.raises(ValueError, match="unknown members"):
+        make_combiner(["a"], {"weights": "b=1"}, "")
+    with pytest.raises(ValueError, match="combiner must be"):
+        make_combiner(["a"], {"combiner": "vote"}, "")
+
+
+@pytest.mark.parametrize("member", ["transformer", "textcnn"])
+def test_members_ignore_padding_exactly(member):
+    torch.manual_seed(0)
+    model = (TransformerClassifier(50, 6, SHAPES["small"]) if member == "transformer" else TextCNN(50, 6)).eval()
+    ids = torch.randint(1, 50, (3, 10))
+    mask = (torch.arange(10) < torch.tensor([[10], [4], [1]])).long()
+    padded_ids = torch.cat([ids * mask, torch.zeros(3, 6, dtype=torch.long)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(3, 6, dtype=torch.long)], 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids * mask, mask), model(padded_ids, padded_mask), atol=1e-6, rtol=0)
+
+
+def test_member_config_parses_with_dynamic_batching_and_warmup():
+    spec = MemberSpec("m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), "PROBS", 6, 100, 512, 64)
+    config = parse(member_config(spec))
+    assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
+    assert config.model_warmup[0].inputs["INPUT_IDS"].dims == [64]
+    assert config.version_policy.HasField("latest")
