@@ -169,6 +169,10 @@ BAD_IDS = {
         {"INPUT_IDS": np.full((2, 8), 10**6), "ATTENTION_MASK": np.ones((2, 8), np.int64)},
         r"token ids must be in \[0, \d+\)",
     ),
+    "mask not 0/1": (
+        {"INPUT_IDS": np.ones((1, 8), np.int64), "ATTENTION_MASK": np.full((1, 8), 2, np.int64)},
+        "values must be 0 or 1",
+    ),
     "negative id": (
         {"INPUT_IDS": np.full((1, 8), -3), "ATTENTION_MASK": np.ones((1, 8), np.int64)},
         r"token ids must be in \[0, \d+\)",

@@ -130,3 +130,21 @@ def test_member_config_parses_with_dynamic_batching_and_warmup():
     assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
     assert config.model_warmup[0].inputs["INPUT_IDS"].dims == [64]
     assert config.version_policy.HasField("latest")
+
+
+def test_stacking_combiner_reads_what_export_fitted(tmp_path):
+    from export.train import fit_stacking
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 400)
+    good = np.eye(3, dtype=np.float32)[truth] * 0.8 + 0.2 / 3  # a reliable member
+    noise = rng.dirichlet(np.ones(3), 400).astype(np.float32)  # a useless one
+    stacked = stack_members([noise, good], num_classes=3)
+    coef, bias = fit_stacking(stacked, truth)
+    np.savez(tmp_path / "stacking.npz", coef=coef, bias=bias, members=np.array(["noise", "good"]))
+    combine = make_combiner(["noise", "good"], {"combiner": "stacking"}, str(tmp_path))
+    probs = combine(stacked)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert (probs.argmax(1) == truth).mean() == 1.0  # it learned to follow the reliable member
+    with pytest.raises(ValueError, match="fitted on"):
+        make_combiner(["good", "noise"], {"combiner": "stacking"}, str(tmp_path))
