@@ -3,6 +3,7 @@
 import re
 import time
 import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -19,9 +20,15 @@ TEXTS = [c.text for c in corpus.split(corpus.generate())[2][:40]] + ["", "ok", "
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 
 
+@contextmanager
 def client(server, protocol):
+    """Closed after use: an open keep-alive connection would hold up the server's graceful shutdown."""
     module = PROTOCOLS[protocol]
-    return module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
+    triton = module.InferenceServerClient(server.grpc_url if protocol == "grpc" else server.http_url)
+    try:
+        yield triton
+    finally:
+        triton.close()
 
 
 def infer(server, protocol, model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -32,7 +39,8 @@ def infer(server, protocol, model, arrays: dict[str, np.ndarray]) -> dict[str, n
         tensor = module.InferInput(name, list(array.shape), datatype)
         tensor.set_data_from_numpy(array)
         inputs.append(tensor)
-    result = client(server, protocol).infer(model, inputs, outputs=[module.InferRequestedOutput(n) for n in OUTPUTS])
+    with client(server, protocol) as triton:
+        result = triton.infer(model, inputs, outputs=[module.InferRequestedOutput(n) for n in OUTPUTS])
     return {name: result.as_numpy(name) for name in OUTPUTS}
 
 
@@ -86,66 +94,66 @@ def test_labels_are_right_on_plain_comments(server):
 
 
 def test_each_model_is_callable_alone(server, reference):
-    grpc = client(server, "grpc")
-    ids, mask = reference.tokenize(TEXTS[:3])
-    expected = reference.classify_ids(ids, mask)["MEMBER_PROBS"]
-    for model, names, output, column in (
-        ("transformer", ("INPUT_IDS", "ATTENTION_MASK"), "PROBS", 0),
-        ("textcnn", ("INPUT_IDS__0", "ATTENTION_MASK__1"), "PROBS__0", 1),
-    ):
-        inputs = [grpcclient.InferInput(n, list(ids.shape), "INT64") for n in names]
-        inputs[0].set_data_from_numpy(ids)
-        inputs[1].set_data_from_numpy(mask)
-        probs = grpc.infer(model, inputs).as_numpy(output)
-        np.testing.assert_allclose(probs, expected[:, column], atol=1e-5, rtol=0)
-    text = grpcclient.InferInput("TEXT", [3, 1], "BYTES")
-    text.set_data_from_numpy(text_tensor(TEXTS[:3]))
-    tokens = grpc.infer("tokenizer", [text])
-    np.testing.assert_array_equal(tokens.as_numpy("INPUT_IDS"), ids)
+    with client(server, "grpc") as grpc:
+        ids, mask = reference.tokenize(TEXTS[:3])
+        expected = reference.classify_ids(ids, mask)["MEMBER_PROBS"]
+        for model, names, output, column in (
+            ("transformer", ("INPUT_IDS", "ATTENTION_MASK"), "PROBS", 0),
+            ("textcnn", ("INPUT_IDS__0", "ATTENTION_MASK__1"), "PROBS__0", 1),
+        ):
+            inputs = [grpcclient.InferInput(n, list(ids.shape), "INT64") for n in names]
+            inputs[0].set_data_from_numpy(ids)
+            inputs[1].set_data_from_numpy(mask)
+            probs = grpc.infer(model, inputs).as_numpy(output)
+            np.testing.assert_allclose(probs, expected[:, column], atol=1e-5, rtol=0)
+        text = grpcclient.InferInput("TEXT", [3, 1], "BYTES")
+        text.set_data_from_numpy(text_tensor(TEXTS[:3]))
+        tokens = grpc.infer("tokenizer", [text])
+        np.testing.assert_array_equal(tokens.as_numpy("INPUT_IDS"), ids)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_system_shared_memory_gives_the_same_answer(server, reference, protocol):
     module = PROTOCOLS[protocol]
-    triton = client(server, protocol)
-    ids, mask = reference.tokenize(TEXTS)
-    rows, classes = len(TEXTS), len(corpus.TOPICS)
-    tag = uuid.uuid4().hex[:8]
-    regions = {"in": ids.nbytes * 2, "probs": rows * classes * 4, "members": rows * 2 * classes * 4}
-    handles = {}
-    try:
-        for name, size in regions.items():
-            key = f"feedback_test_{name}_{tag}"
-            handles[name] = shm.create_shared_memory_region(key, f"/{key}", size)
-            triton.register_system_shared_memory(key, f"/{key}", size)
-        shm.set_shared_memory_region(handles["in"], [ids, mask])
-        inputs = [
-            module.InferInput("INPUT_IDS", list(ids.shape), "INT64"),
-            module.InferInput("ATTENTION_MASK", list(mask.shape), "INT64"),
-        ]
-        inputs[0].set_shared_memory(f"feedback_test_in_{tag}", ids.nbytes)
-        inputs[1].set_shared_memory(f"feedback_test_in_{tag}", mask.nbytes, offset=ids.nbytes)
-        outputs = [
-            module.InferRequestedOutput("PROBS"),
-            module.InferRequestedOutput("MEMBER_PROBS"),
-            module.InferRequestedOutput("LABEL"),
-        ]
-        outputs[0].set_shared_memory(f"feedback_test_probs_{tag}", regions["probs"])
-        outputs[1].set_shared_memory(f"feedback_test_members_{tag}", regions["members"])
-        result = triton.infer("feedback", inputs, outputs=outputs)
-        # Outputs placed in a region are read from the region, not from the response.
-        probs = shm.get_contents_as_numpy(handles["probs"], np.float32, [rows, classes])
-        members = shm.get_contents_as_numpy(handles["members"], np.float32, [rows, 2, classes])
-        assert_same(
-            {"PROBS": probs, "MEMBER_PROBS": members, "LABEL": result.as_numpy("LABEL")},
-            reference.classify_ids(ids, mask),
-        )
-    finally:
-        for name, handle in handles.items():
-            triton.unregister_system_shared_memory(f"feedback_test_{name}_{tag}")
-            shm.destroy_shared_memory_region(handle)
-    status = triton.get_system_shared_memory_status()
-    assert not [r for r in (status.regions if protocol == "grpc" else status) if tag in str(r)]
+    with client(server, protocol) as triton:
+        ids, mask = reference.tokenize(TEXTS)
+        rows, classes = len(TEXTS), len(corpus.TOPICS)
+        tag = uuid.uuid4().hex[:8]
+        regions = {"in": ids.nbytes * 2, "probs": rows * classes * 4, "members": rows * 2 * classes * 4}
+        handles = {}
+        try:
+            for name, size in regions.items():
+                key = f"feedback_test_{name}_{tag}"
+                handles[name] = shm.create_shared_memory_region(key, f"/{key}", size)
+                triton.register_system_shared_memory(key, f"/{key}", size)
+            shm.set_shared_memory_region(handles["in"], [ids, mask])
+            inputs = [
+                module.InferInput("INPUT_IDS", list(ids.shape), "INT64"),
+                module.InferInput("ATTENTION_MASK", list(mask.shape), "INT64"),
+            ]
+            inputs[0].set_shared_memory(f"feedback_test_in_{tag}", ids.nbytes)
+            inputs[1].set_shared_memory(f"feedback_test_in_{tag}", mask.nbytes, offset=ids.nbytes)
+            outputs = [
+                module.InferRequestedOutput("PROBS"),
+                module.InferRequestedOutput("MEMBER_PROBS"),
+                module.InferRequestedOutput("LABEL"),
+            ]
+            outputs[0].set_shared_memory(f"feedback_test_probs_{tag}", regions["probs"])
+            outputs[1].set_shared_memory(f"feedback_test_members_{tag}", regions["members"])
+            result = triton.infer("feedback", inputs, outputs=outputs)
+            # Outputs placed in a region are read from the region, not from the response.
+            probs = shm.get_contents_as_numpy(handles["probs"], np.float32, [rows, classes])
+            members = shm.get_contents_as_numpy(handles["members"], np.float32, [rows, 2, classes])
+            assert_same(
+                {"PROBS": probs, "MEMBER_PROBS": members, "LABEL": result.as_numpy("LABEL")},
+                reference.classify_ids(ids, mask),
+            )
+        finally:
+            for name, handle in handles.items():
+                triton.unregister_system_shared_memory(f"feedback_test_{name}_{tag}")
+                shm.destroy_shared_memory_region(handle)
+        status = triton.get_system_shared_memory_status()
+        assert not [r for r in (status.regions if protocol == "grpc" else status) if tag in str(r)]
 
 
 BAD_IDS = {
@@ -207,26 +215,26 @@ def test_bad_text_gets_a_clear_error_and_the_server_keeps_serving(server, refere
 
 def test_bad_row_in_a_dynamic_batch_fails_only_its_own_request(server, reference):
     """Concurrent requests share one execute(); the invalid one must not take the others down with it."""
-    grpc = client(server, "grpc")
-    good = text_tensor(TEXTS[:4])
-    pending = []
-    for i in range(24):
-        tensor = grpcclient.InferInput("TEXT", [4, 1], "BYTES")
-        tensor.set_data_from_numpy(text_tensor([b"\xff"] * 4) if i % 6 == 0 else good)
-        done = []
-        grpc.async_infer("feedback_text", [tensor], lambda result, error, done=done: done.append((result, error)))
-        pending.append((i, done))
-    deadline = time.monotonic() + 60
-    while any(not done for _, done in pending) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    expected = reference.classify(TEXTS[:4])["PROBS"]
-    for i, done in pending:
-        result, error = done[0]
-        if i % 6 == 0:
-            assert error is not None and "not valid UTF-8" in str(error)
-        else:
-            assert error is None, error
-            np.testing.assert_allclose(result.as_numpy("PROBS"), expected, atol=1e-5, rtol=0)
+    with client(server, "grpc") as grpc:
+        good = text_tensor(TEXTS[:4])
+        pending = []
+        for i in range(24):
+            tensor = grpcclient.InferInput("TEXT", [4, 1], "BYTES")
+            tensor.set_data_from_numpy(text_tensor([b"\xff"] * 4) if i % 6 == 0 else good)
+            done = []
+            grpc.async_infer("feedback_text", [tensor], lambda result, error, done=done: done.append((result, error)))
+            pending.append((i, done))
+        deadline = time.monotonic() + 60
+        while any(not done for _, done in pending) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        expected = reference.classify(TEXTS[:4])["PROBS"]
+        for i, done in pending:
+            result, error = done[0]
+            if i % 6 == 0:
+                assert error is not None and "not valid UTF-8" in str(error)
+            else:
+                assert error is None, error
+                np.testing.assert_allclose(result.as_numpy("PROBS"), expected, atol=1e-5, rtol=0)
 
 
 def test_nothing_reloads_after_start(server):
