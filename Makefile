@@ -8,13 +8,14 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
              model_repository/check_tokens/config.pbtxt
 
-.PHONY: install export serve test lint clean
+.PHONY: install export serve test lint clean bench-client
 
 install: $(INSTALLED)
 
 $(INSTALLED): requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-export when the exporter or the code it shares with the server changes; otherwise keep what is there.
@@ -28,6 +29,9 @@ serve: export
 
 test: export
 	$(PY) -m pytest
+
+bench-client: export  # shared memory against plain gRPC through the client library
+	$(PY) -m perf.client_shm --output perf/results/client_shm.md
 
 lint: install
 	$(PY) -m ruff check .

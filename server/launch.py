@@ -36,11 +36,13 @@ def precompile(repository: Path) -> None:
 
     The stub runs an isolated interpreter (PYTHONPYCACHEPREFIX and PYTHONDONTWRITEBYTECODE are ignored), so on first
     import it writes __pycache__/ into the version folder, which poll mode sees as a change and reloads the model.
-    With valid bytecode already there, it writes nothing.
+    With valid bytecode already there, it writes nothing. Nor does this when the bytecode is newer than its source:
+    rewriting it would make a server already running on this repository reload the model.
     """
     for source in repository.glob("*/[0-9]*/model.py"):
         cache = source.parent / "__pycache__" / f"model.{sys.implementation.cache_tag}.pyc"
-        py_compile.compile(str(source), cfile=str(cache), doraise=True)
+        if not cache.exists() or cache.stat().st_mtime < source.stat().st_mtime:
+            py_compile.compile(str(source), cfile=str(cache), doraise=True)
 
 
 def prepare(repository: Path, build: Path) -> Path:

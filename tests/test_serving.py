@@ -1,15 +1,15 @@
-"""The served ensembles against the same computation in-process, over gRPC, HTTP and system shared memory."""
+"""The served ensembles against the same computation in-process, over gRPC and HTTP, with plain tritonclient.
+
+Shared memory, and the client library and CLI, are tested in test_client.py."""
 
 import re
 import time
-import uuid
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
 from export import corpus
@@ -112,50 +112,6 @@ def test_each_model_is_callable_alone(server, reference):
         np.testing.assert_array_equal(tokens.as_numpy("INPUT_IDS"), ids)
 
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_system_shared_memory_gives_the_same_answer(server, reference, protocol):
-    module = PROTOCOLS[protocol]
-    with client(server, protocol) as triton:
-        ids, mask = reference.tokenize(TEXTS)
-        rows, classes = len(TEXTS), len(corpus.TOPICS)
-        tag = uuid.uuid4().hex[:8]
-        regions = {"in": ids.nbytes * 2, "probs": rows * classes * 4, "members": rows * 2 * classes * 4}
-        handles = {}
-        try:
-            for name, size in regions.items():
-                key = f"feedback_test_{name}_{tag}"
-                handles[name] = shm.create_shared_memory_region(key, f"/{key}", size)
-                triton.register_system_shared_memory(key, f"/{key}", size)
-            shm.set_shared_memory_region(handles["in"], [ids, mask])
-            inputs = [
-                module.InferInput("INPUT_IDS", list(ids.shape), "INT64"),
-                module.InferInput("ATTENTION_MASK", list(mask.shape), "INT64"),
-            ]
-            inputs[0].set_shared_memory(f"feedback_test_in_{tag}", ids.nbytes)
-            inputs[1].set_shared_memory(f"feedback_test_in_{tag}", mask.nbytes, offset=ids.nbytes)
-            outputs = [
-                module.InferRequestedOutput("PROBS"),
-                module.InferRequestedOutput("MEMBER_PROBS"),
-                module.InferRequestedOutput("LABEL"),
-            ]
-            outputs[0].set_shared_memory(f"feedback_test_probs_{tag}", regions["probs"])
-            outputs[1].set_shared_memory(f"feedback_test_members_{tag}", regions["members"])
-            result = triton.infer("feedback", inputs, outputs=outputs)
-            # Outputs placed in a region are read from the region, not from the response.
-            probs = shm.get_contents_as_numpy(handles["probs"], np.float32, [rows, classes])
-            members = shm.get_contents_as_numpy(handles["members"], np.float32, [rows, 2, classes])
-            assert_same(
-                {"PROBS": probs, "MEMBER_PROBS": members, "LABEL": result.as_numpy("LABEL")},
-                reference.classify_ids(ids, mask),
-            )
-        finally:
-            for name, handle in handles.items():
-                triton.unregister_system_shared_memory(f"feedback_test_{name}_{tag}")
-                shm.destroy_shared_memory_region(handle)
-        status = triton.get_system_shared_memory_status()
-        assert not [r for r in (status.regions if protocol == "grpc" else status) if tag in str(r)]
-
-
 BAD_IDS = {
     "wrong dtype": (
         {"INPUT_IDS": np.ones((1, 8), np.int32), "ATTENTION_MASK": np.ones((1, 8), np.int32)},
@@ -243,26 +199,3 @@ def test_nothing_reloads_after_start(server):
     loads = re.findall(r"successfully loaded '(\w+)'", server.log.read_text(errors="replace"))
     assert sorted(loads) == sorted(set(loads)), f"models loaded more than once: {loads}"
     assert set(loads) == {"feedback", "feedback_text", "check_tokens", "tokenizer", "transformer", "textcnn", "fuse"}
-
-
-def test_readme_example_prints_labels(server):
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "client.example",
-            "the invoice charged me twice",
-            "support never answered my ticket",
-            "--url",
-            server.grpc_url,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    labels = [line.split()[0] for line in done.stdout.splitlines()]
-    assert labels == ["billing", "support"], done.stdout

@@ -1,0 +1,90 @@
+"""Shared-memory tensors against plain gRPC, through the client library, from 1 row to a 64 x 512 batch.
+
+python -m perf.client_shm [--seconds 3] [--output perf/results/client_shm.md]   (make bench-client)
+
+Starts its own tritonserver on free ports, then for each batch shape calls the `feedback` ensemble (token ids in,
+probabilities out) with FeedbackClient(shm="none") and FeedbackClient(shm="system") in turn, one request at a time,
+for a fixed time each, and prints per-call latency (p50, p99) and rows/s. Ids are drawn from the tokenizer's
+vocabulary so every row is valid; the same arrays go through both modes.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from client import FeedbackClient
+from server.launch import ROOT, Ports, start, stop, wait_ready
+
+SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
+MODES = ["none", "system"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(client: FeedbackClient, ids: np.ndarray, mask: np.ndarray, seconds: float) -> dict[str, float]:
+    for _ in range(3):  # warm: regions sized, connection open, members warm for this shape
+        client.classify_ids(ids, mask)
+    latencies = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(latencies) < 10:
+        began = time.perf_counter()
+        client.classify_ids(ids, mask)
+        latencies.append(time.perf_counter() - began)
+    ms = np.array(latencies) * 1e3
+    return {"p50": np.percentile(ms, 50), "p99": np.percentile(ms, 99), "rows/s": len(ids) * len(ms) / ms.sum() * 1e3}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="per shape and mode")
+    parser.add_argument("--output", type=Path, help="also write the markdown table here")
+    args = parser.parse_args()
+
+    ports = Ports(free_port(), free_port(), free_port())
+    server = start(ROOT / "model_repository", ports, log=ROOT / "build" / "client_shm_server.log")
+    rng = np.random.default_rng(0)
+    vocab = Tokenizer.from_file(str(ROOT / "model_repository/tokenizer/1/tokenizer.json")).get_vocab_size()
+    lines = [
+        f"Measured {datetime.date.today()} on {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
+        f"FeedbackClient -> `feedback` over gRPC, one request at a time, {args.seconds:g} s per cell.",
+        "",
+        "| batch x seq | input bytes | plain gRPC p50 / p99 ms | system shm p50 / p99 ms | plain rows/s | shm rows/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    try:
+        wait_ready(server, ports)
+        clients = {mode: FeedbackClient(f"127.0.0.1:{ports.grpc}", shm=mode) for mode in MODES}
+        for rows, seq in SHAPES:
+            ids = rng.integers(5, vocab, (rows, seq))
+            mask = np.ones_like(ids)
+            result = {mode: measure(clients[mode], ids, mask, args.seconds) for mode in MODES}
+            plain, shm = result["none"], result["system"]
+            lines.append(
+                f"| {rows} x {seq} | {ids.nbytes + mask.nbytes:,} | {plain['p50']:.2f} / {plain['p99']:.2f} "
+                f"| {shm['p50']:.2f} / {shm['p99']:.2f} | {plain['rows/s']:,.0f} | {shm['rows/s']:,.0f} |"
+            )
+            print(lines[-1], flush=True)
+        for client in clients.values():
+            client.close()
+    finally:
+        stop(server)
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
