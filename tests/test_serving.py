@@ -115,6 +115,7 @@ def test_each_model_is_callable_alone(server, reference):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_system_shared_memory_gives_the_same_answer(server, reference, protocol):
     module = PROTOCOLS[protocol]
+    admin = server.admin_headers(protocol)  # registering memory is an admin call; inference is not
     with client(server, protocol) as triton:
         ids, mask = reference.tokenize(TEXTS)
         rows, classes = len(TEXTS), len(corpus.TOPICS)
@@ -125,7 +126,7 @@ def test_system_shared_memory_gives_the_same_answer(server, reference, protocol)
             for name, size in regions.items():
                 key = f"feedback_test_{name}_{tag}"
                 handles[name] = shm.create_shared_memory_region(key, f"/{key}", size)
-                triton.register_system_shared_memory(key, f"/{key}", size)
+                triton.register_system_shared_memory(key, f"/{key}", size, headers=admin)
             shm.set_shared_memory_region(handles["in"], [ids, mask])
             inputs = [
                 module.InferInput("INPUT_IDS", list(ids.shape), "INT64"),
@@ -150,9 +151,9 @@ def test_system_shared_memory_gives_the_same_answer(server, reference, protocol)
             )
         finally:
             for name, handle in handles.items():
-                triton.unregister_system_shared_memory(f"feedback_test_{name}_{tag}")
+                triton.unregister_system_shared_memory(f"feedback_test_{name}_{tag}", headers=admin)
                 shm.destroy_shared_memory_region(handle)
-        status = triton.get_system_shared_memory_status()
+        status = triton.get_system_shared_memory_status(headers=admin)
         assert not [r for r in (status.regions if protocol == "grpc" else status) if tag in str(r)]
 
 
