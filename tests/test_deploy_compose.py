@@ -88,6 +88,9 @@ def test_dockerfile_builds_from_the_pinned_triton_image():
     for package in ("numpy", "tokenizers"):  # the same versions the embedded server's Python steps run with
         assert f"{package}=={pins[package]}" in dockerfile
     assert re.search(r"^USER triton-server$", dockerfile, re.M)
+    # .dockerignore keeps the context small (no .venv, no build/) but must let every COPY source through.
+    allowed = {line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line[:1] == "!"}
+    assert set(re.findall(r"^COPY (\S+) ", dockerfile, re.M)) == allowed
 
 
 def entrypoint(ports: Ports, key: str, repository) -> subprocess.Popen:
