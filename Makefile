@@ -8,7 +8,7 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
              model_repository/check_tokens/config.pbtxt
 
-.PHONY: install export serve test lint clean bench-client
+.PHONY: install export serve test lint clean bench-client compose-tools gpu-overlay
 
 install: $(INSTALLED)
 
@@ -27,11 +27,29 @@ export: $(ARTIFACTS)
 serve: export
 	$(PY) -m server
 
-test: export
+test: export compose-tools
 	$(PY) -m pytest
 
 bench-client: export  # shared memory against plain gRPC through the client library
 	$(PY) -m perf.client_shm --output perf/results/client_shm.md
+
+# docker-compose 1.29.2 (PyPI) validates docker-compose.yml offline; its old pins get their own venv.
+COMPOSE_VENV := build/compose-venv
+COMPOSE_INSTALLED := $(COMPOSE_VENV)/.installed-$(shell cat deploy/compose-*requirements.txt | sha1sum | cut -c1-12)
+
+compose-tools: $(COMPOSE_INSTALLED)
+
+$(COMPOSE_INSTALLED): deploy/compose-requirements.txt deploy/compose-build-requirements.txt
+	test -d $(COMPOSE_VENV) || $(PYTHON) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-build-requirements.txt
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check --no-build-isolation \
+	    $$(grep -i '^pyyaml==' deploy/compose-requirements.txt)
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-requirements.txt
+	rm -f $(COMPOSE_VENV)/.installed-* && touch $@
+
+# The GPU variant of the repository that docker-compose's gpu profile and deploy/k8s/overlays/gpu serve.
+gpu-overlay: export
+	$(PY) -m deploy.gpu_overlay model_repository build/gpu_repository
 
 lint: install
 	$(PY) -m ruff check .

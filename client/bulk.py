@@ -12,8 +12,6 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from client.feedback import FeedbackClient
 
 
@@ -53,6 +51,8 @@ def score_file(
     client: FeedbackClient, source: Path, column: str, target: Path, batch_size: int = 64, resume: bool = False
 ) -> int:
     """Score every row of source into target; returns the number of rows written by this run."""
+    from tqdm import tqdm  # here, so that the rest of the CLI runs where only tritonclient and numpy are installed
+
     next(read_texts(source, column), None)  # a missing file or column fails here, before target is touched
     done = count_rows(target) if resume and target.exists() else 0
     texts = itertools.islice(read_texts(source, column), done, None)

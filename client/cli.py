@@ -12,6 +12,7 @@ Exit codes: 0 success; 1 unexpected error; 2 usage error or unreadable input fil
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     common.add_argument("--shm", choices=SHM_KINDS, default="none", help="shared-memory tensors (same host only)")
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt (default 30)")
     common.add_argument("--retries", type=int, help="retries when unavailable/timeout/overloaded (classify 5, else 0)")
+    common.add_argument(
+        "--admin-key",
+        default=os.environ.get("TRITON_ADMIN_KEY"),
+        help="key for the server's restricted endpoints (needed with --shm and for models); default $TRITON_ADMIN_KEY",
+    )
     common.add_argument("--header", action="append", default=[], metavar="KEY=VALUE", help="sent with every call")
     common.add_argument("--format", choices=("table", "jsonl"), help="default: table on a terminal, else jsonl")
 
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             backoff=Backoff(retries=retries),
             headers=args.headers,
             in_flight=getattr(args, "concurrency", 1),
+            admin_key=args.admin_key,
         ) as client:
             code = COMMANDS[args.command](client, args)
     except (InputFileError, ValueError) as error:

@@ -55,7 +55,12 @@ class Overloaded(ClientError):
     retryable = True
 
 
-ERRORS = (ClientError, ServerUnavailable, ModelUnavailable, InvalidInput, Timeout, SharedMemoryError, Overloaded)
+class AdminKeyRequired(ClientError):
+    """The server restricts this endpoint (shared memory, model repository) to callers with its admin key."""
+
+    exit_code = 9
+
+
 USAGE_EXIT_CODE = 2  # bad command-line arguments or an unreadable input file
 
 _GRPC_STATUS = {
@@ -78,6 +83,8 @@ def translate(error: Exception, url: str) -> ClientError:
     if not isinstance(error, InferenceServerException):
         raise error
     status, message = str(error.status()), error.message() or str(error)
+    if "protocol is restricted" in message or "API is restricted" in message or status == "403":
+        return AdminKeyRequired(f"{message} (give the server's admin key: --admin-key or $TRITON_ADMIN_KEY)")
     if "shared memory" in message:
         return SharedMemoryError(message)
     if status in ("StatusCode.NOT_FOUND", "404") or "is not found" in message or "is not ready" in message:

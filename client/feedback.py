@@ -24,6 +24,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from client import predictions
+from client.admin import admin_headers
 from client.errors import SharedMemoryError, Timeout, translate
 from client.predictions import INBAND_OUTPUTS, SHM_OUTPUTS, Prediction, Schema
 from client.shm import Region, unique_prefix
@@ -146,9 +147,11 @@ class FeedbackClient:
         backoff: Backoff | None = None,
         headers: dict[str, str] | None = None,
         in_flight: int = 1,
+        admin_key: str | None = None,
     ):
-        """`timeout` bounds each attempt in seconds; `headers` go with every call (e.g. the key that restricted
-        shared-memory endpoints ask for); `in_flight` is how many requests classify_stream keeps going at once."""
+        """`timeout` bounds each attempt in seconds; `headers` go with every call; `in_flight` is how many requests
+        classify_stream keeps going at once; `admin_key` is the key of a server whose shared-memory and repository
+        endpoints are restricted (needed with shm, and for models())."""
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, not {protocol!r}")
         if shm not in SHM_KINDS:
@@ -156,7 +159,8 @@ class FeedbackClient:
         if shm == "cuda" and protocol == "http":
             raise ValueError("CUDA shared memory is supported over gRPC only in this client")
         self.url, self.protocol, self.shm = url or DEFAULT_URLS[protocol], protocol, shm
-        self.timeout, self.backoff, self.headers = timeout, backoff or Backoff(), headers
+        self.timeout, self.backoff = timeout, backoff or Backoff()
+        self.headers = (headers or {}) | (admin_headers(protocol, admin_key) if admin_key else {}) or None
         self.prefix = unique_prefix()
         self.in_flight = in_flight
         self.slots: list[Slot] = []

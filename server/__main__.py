@@ -1,12 +1,28 @@
 """`python -m server`: run tritonserver in the foreground on model_repository/ (what `make serve` runs).
 
-Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1).
+Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1). Model-repository
+control, shared-memory registration, trace and log settings need the admin key (header `triton-admin-key`, on gRPC
+`triton-grpc-protocol-triton-admin-key`): TRITON_ADMIN_KEY, or else a random key made for this start and written to
+build/admin-key (readable by this user only).
 """
 
 import os
+import secrets
 from pathlib import Path
 
 from server.launch import ROOT, Ports, command, environment, prepare
+
+
+def admin_key(build: Path) -> str:
+    if key := os.environ.get("TRITON_ADMIN_KEY"):
+        return key
+    key = secrets.token_urlsafe(32)
+    path = build / "admin-key"
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    print(f"admin key for this start (TRITON_ADMIN_KEY was not set): {path}", flush=True)
+    return key
 
 
 def main() -> None:
@@ -23,6 +39,7 @@ def main() -> None:
         ports,
         os.environ.get("BIND", "127.0.0.1"),
         int(os.environ.get("POLL_SECS", 5)),
+        admin_key=admin_key(build),
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
     os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver

@@ -7,6 +7,7 @@ this interpreter) and python_backend/backends/{onnxruntime,pytorch} linked in un
 
 import os
 import py_compile
+import re
 import shutil
 import subprocess
 import sys
@@ -18,10 +19,16 @@ from pathlib import Path
 
 import pytriton
 
+from client.admin import ADMIN_HEADER
+
 ROOT = Path(__file__).resolve().parents[1]
 TRITON = Path(pytriton.__file__).parent / "tritonserver"
 BUNDLED_LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
 PYTHON_BACKENDS = ("onnxruntime", "pytorch")
+# Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.
+# Inference, health, metadata, model config and statistics stay open.
+ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
+ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,}")  # no ':', '=' or ',' (the flag's separators); not guessable
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,22 @@ def environment() -> dict[str, str]:
     return env
 
 
-def command(repository: Path, backends: Path, ports: Ports, bind: str, poll_secs: int) -> list[str]:
+def restriction_flags(admin_key: str) -> list[str]:
+    """tritonserver's own header check on the admin endpoints, for gRPC and HTTP alike."""
+    if not ADMIN_KEY_PATTERN.fullmatch(admin_key):
+        raise ValueError("the admin key must be at least 16 characters from A-Z, a-z, 0-9, '_' and '-'")
+    apis = ",".join(ADMIN_APIS)
     return [
+        f"--grpc-restricted-protocol={apis}:{ADMIN_HEADER}={admin_key}",
+        f"--http-restricted-api={apis}:{ADMIN_HEADER}={admin_key}",
+    ]
+
+
+def command(
+    repository: Path, backends: Path, ports: Ports, bind: str, poll_secs: int, *, admin_key: str | None = None
+) -> list[str]:
+    """tritonserver's argv; with an admin key, the ADMIN_APIS answer only requests that carry it."""
+    argv = [
         str(TRITON / "bin" / "tritonserver"),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
@@ -93,6 +114,7 @@ def command(repository: Path, backends: Path, ports: Ports, bind: str, poll_secs
         f"--repository-poll-secs={poll_secs}",
         "--log-info=true",
     ]
+    return argv + (restriction_flags(admin_key) if admin_key else [])
 
 
 def start(
@@ -102,12 +124,13 @@ def start(
     bind: str = "127.0.0.1",
     poll_secs: int = 5,
     log: Path | None = None,
+    admin_key: str | None = None,
 ) -> subprocess.Popen:
     """Start tritonserver in the background (its own process group, so stopping it stops its stubs)."""
     backends = prepare(repository, build)
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        command(repository, backends, ports, bind, poll_secs),
+        command(repository, backends, ports, bind, poll_secs, admin_key=admin_key),
         env=environment(),
         stdout=out,
         stderr=subprocess.STDOUT,

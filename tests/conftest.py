@@ -1,11 +1,13 @@
 """A real tritonserver for the whole session, on free ports, stopped by its PID even when tests fail."""
 
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from client.admin import admin_headers
 from python_backend.inprocess import InProcessEnsemble
 from server.launch import ROOT, Ports, start, stop, wait_ready
 
@@ -36,6 +38,7 @@ def mapped_shm_regions(pid: int) -> set[Path]:
 class Server:
     ports: Ports
     log: Path
+    admin_key: str
 
     @property
     def grpc_url(self) -> str:
@@ -45,15 +48,20 @@ class Server:
     def http_url(self) -> str:
         return f"127.0.0.1:{self.ports.http}"
 
+    def admin_headers(self, protocol: str) -> dict[str, str]:
+        """Model-repository control and shared-memory registration are restricted, as in `make serve`."""
+        return admin_headers(protocol, self.admin_key)
+
 
 def run_server(repository: Path, log: Path):
     """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone."""
     ports = Ports(*free_ports(3))
-    process = start(repository, ports, log=log, poll_secs=POLL_SECS)
+    admin_key = secrets.token_urlsafe(32)
+    process = start(repository, ports, log=log, poll_secs=POLL_SECS, admin_key=admin_key)
     regions: set[Path] = set()
     try:
         wait_ready(process, ports)
-        yield Server(ports, log)
+        yield Server(ports, log, admin_key)
     finally:
         if process.poll() is None:
             regions = mapped_shm_regions(process.pid)

@@ -16,7 +16,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as system_shm
 
 from client import AsyncFeedbackClient, Backoff, FeedbackClient
-from client.errors import InvalidInput, ModelUnavailable, ServerUnavailable, SharedMemoryError, Timeout, translate
+from client.errors import (
+    AdminKeyRequired,
+    InvalidInput,
+    ModelUnavailable,
+    ServerUnavailable,
+    SharedMemoryError,
+    Timeout,
+    translate,
+)
 from client.shm import cuda_module
 from export import corpus
 from server.launch import Ports, start, stop, wait_ready
@@ -66,7 +74,7 @@ def assert_same(served: dict, expected: dict) -> None:
 
 @pytest.mark.parametrize(("protocol", "shm"), MODES)
 def test_every_protocol_and_shm_mode_gives_the_same_answer(server, reference, protocol, shm):
-    with FeedbackClient(url(server, protocol), protocol=protocol, shm=shm) as client:
+    with FeedbackClient(url(server, protocol), protocol=protocol, shm=shm, admin_key=server.admin_key) as client:
         predictions = client.classify(TEXTS)
         assert [p.label for p in predictions] == [p.label for p in client.classify(TEXTS)]  # regions reused
         ids, mask = reference.tokenize(TEXTS[:5])
@@ -79,7 +87,7 @@ def test_every_protocol_and_shm_mode_gives_the_same_answer(server, reference, pr
 
 def test_shm_region_grows_from_one_row_to_a_64_by_512_batch(server, reference):
     rng = np.random.default_rng(0)
-    with FeedbackClient(server.grpc_url, shm="system") as client:
+    with FeedbackClient(server.grpc_url, shm="system", admin_key=server.admin_key) as client:
         for rows, seq in ((1, 4), (64, 512), (3, 16)):
             ids = rng.integers(5, 600, (rows, seq))
             mask = np.ones_like(ids)
@@ -90,7 +98,7 @@ def test_shm_region_grows_from_one_row_to_a_64_by_512_batch(server, reference):
 
 def test_pipelined_stream_keeps_order(server, reference):
     batches = [TEXTS[i : i + 7] for i in range(0, len(TEXTS), 7)]
-    with FeedbackClient(server.grpc_url, shm="system", in_flight=4) as client:
+    with FeedbackClient(server.grpc_url, shm="system", in_flight=4, admin_key=server.admin_key) as client:
         streamed = [p for batch in client.classify_stream(batches) for p in batch]
         assert len(client.slots) > 1
     assert_same(as_arrays(streamed), reference.classify(TEXTS))
@@ -109,13 +117,13 @@ def test_async_client_matches_in_process(server, reference):
 
 
 def test_no_region_left_after_1000_calls_and_errors_mid_call(server):
-    many = FeedbackClient(server.grpc_url, shm="system", backoff=Backoff(retries=0))
+    many = FeedbackClient(server.grpc_url, shm="system", backoff=Backoff(retries=0), admin_key=server.admin_key)
     for i in range(1000):
         many.classify([TEXTS[i % len(TEXTS)]])
     with pytest.raises(InvalidInput, match="the limit is 16384"):
         many.classify(["a" * 20000])  # refused by the tokenizer after the text was written to the region
     assert len(our_shm_files(many)) == 2  # one input and one output region, reused by every call
-    late = FeedbackClient(server.grpc_url, shm="system", backoff=Backoff(retries=0))
+    late = FeedbackClient(server.grpc_url, shm="system", backoff=Backoff(retries=0), admin_key=server.admin_key)
     late.classify(TEXTS[:1])
     late.timeout = 1e-4
     with pytest.raises(Timeout):
@@ -126,12 +134,15 @@ def test_no_region_left_after_1000_calls_and_errors_mid_call(server):
     for client in (many, late):
         client.close()
         assert not our_shm_files(client)
-    with FeedbackClient(server.grpc_url) as observer:
+    with FeedbackClient(server.grpc_url, admin_key=server.admin_key) as observer:
         assert not [name for name in observer.registered_regions() if name.startswith((many.prefix, late.prefix))]
 
 
 def test_two_clients_never_share_a_region(server):
-    with FeedbackClient(server.grpc_url, shm="system") as a, FeedbackClient(server.grpc_url, shm="system") as b:
+    with (
+        FeedbackClient(server.grpc_url, shm="system", admin_key=server.admin_key) as a,
+        FeedbackClient(server.grpc_url, shm="system", admin_key=server.admin_key) as b,
+    ):
         a.classify(TEXTS[:2])
         b.classify(TEXTS[:3])
         assert set(our_shm_files(a)).isdisjoint(our_shm_files(b))
@@ -151,7 +162,7 @@ def test_server_errors_become_clear_client_errors(server):
     name = f"feedback_test_small_{os.getpid()}"
     handle = system_shm.create_shared_memory_region(name, f"/{name}", 8)
     try:
-        triton.register_system_shared_memory(name, f"/{name}", 8)
+        triton.register_system_shared_memory(name, f"/{name}", 8, headers=server.admin_headers("grpc"))
         text = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
         text.set_data_from_numpy(np.array([[b"hello"]], dtype=object))
         too_small = grpcclient.InferRequestedOutput("PROBS")
@@ -163,9 +174,19 @@ def test_server_errors_become_clear_client_errors(server):
                 triton.infer("feedback_text", [text], outputs=[output])
             assert isinstance(translate(raw.value, server.grpc_url), SharedMemoryError), raw.value
     finally:
-        triton.unregister_system_shared_memory(name)
+        triton.unregister_system_shared_memory(name, headers=server.admin_headers("grpc"))
         system_shm.destroy_shared_memory_region(handle)
         triton.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_shm_without_the_admin_key_is_refused_and_leaves_nothing(server, protocol):
+    with FeedbackClient(url(server, protocol), protocol=protocol, shm="system") as client:
+        with pytest.raises(AdminKeyRequired, match="restricted"):
+            client.classify(["hello"])
+    assert not our_shm_files(client)
+    with FeedbackClient(server.grpc_url, admin_key=server.admin_key) as observer:
+        assert not [name for name in observer.registered_regions() if name.startswith(client.prefix)]
 
 
 def test_unreachable_server_is_reported_as_unavailable():
@@ -176,9 +197,10 @@ def test_unreachable_server_is_reported_as_unavailable():
                 client.classify(["hello"])
 
 
-def feedback_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def feedback_cli(*args: str, admin_key: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = os.environ | ({"TRITON_ADMIN_KEY": admin_key} if admin_key else {})
     return subprocess.run(
-        [sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=timeout, check=False
+        [sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
 
 
@@ -199,10 +221,12 @@ def test_cli_classify_health_models_and_exit_codes(server, tmp_path):
         "http",
         "--shm",
         "system",
+        admin_key=server.admin_key,
     )
     assert table.returncode == 0 and table.stdout.splitlines()[1].split()[0] == "billing", table.stdout
     assert feedback_cli("health", "--url", server.grpc_url).returncode == 0
-    models = [json.loads(line) for line in feedback_cli("models", "--url", server.grpc_url).stdout.splitlines()]
+    listed = feedback_cli("models", "--url", server.grpc_url, admin_key=server.admin_key)
+    models = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {m["model"]: m["state"] for m in models}["feedback"] == "READY"
 
     (port,) = free_ports(1)
@@ -211,6 +235,7 @@ def test_cli_classify_health_models_and_exit_codes(server, tmp_path):
         5: feedback_cli("classify", "a" * 20000, "--url", server.grpc_url),
         6: feedback_cli("classify", *TEXTS, "--timeout", "0.000001", "--retries", "0", "--url", server.grpc_url),
         2: feedback_cli("classify", "--input", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o.jsonl")),
+        9: feedback_cli("classify", "hello", "--shm", "system", "--url", server.grpc_url),  # no admin key
     }
     for code, done in refusals.items():
         assert done.returncode == code, (code, done.stdout, done.stderr)

@@ -7,6 +7,7 @@ When the config has `vocab_size` and `max_seq_len` parameters, inputs are (token
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
+from python_backend.devices import onnxruntime_providers
 from python_backend.triton_glue import ModelConfig, execute_batched
 from python_backend.validation import token_parser
 
@@ -17,11 +18,11 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(self.config.parameter("intra_op_thread_count", "1"))
         options.inter_op_num_threads = 1
-        providers = [("CUDAExecutionProvider", {"device_id": self.config.device_id})] if self.config.on_gpu else []
-        self.session = ort.InferenceSession(
-            self.config.artifact("model.onnx"), options, providers=providers + ["CPUExecutionProvider"]
-        )
+        providers = onnxruntime_providers(self.config.raw, self.config.on_gpu, self.config.device_id)
+        self.session = ort.InferenceSession(self.config.artifact("model.onnx"), options, providers=providers)
         pb_utils.Logger.log_info(f"{self.config.name}: onnxruntime providers {self.session.get_providers()}")
+        if self.config.on_gpu and self.session.get_providers() == ["CPUExecutionProvider"]:
+            pb_utils.Logger.log_warn(f"{self.config.name}: GPU instance, but onnxruntime has no usable CUDA: on CPU")
         self.parse = token_parser(self.config.parameters)
 
     def execute(self, requests):

@@ -20,7 +20,10 @@ class TritonPythonModel:
                     f"{self.config.name}: tensor names must end in __0, __1, ... in config order, got {names}"
                 )
         torch.set_num_threads(int(self.config.parameter("INTRA_OP_THREAD_COUNT", "1")))
-        self.device = torch.device(f"cuda:{self.config.device_id}" if self.config.on_gpu else "cpu")
+        on_gpu = self.config.on_gpu and torch.cuda.is_available()
+        if self.config.on_gpu and not on_gpu:
+            pb_utils.Logger.log_warn(f"{self.config.name}: GPU instance, but this torch build has no CUDA: on CPU")
+        self.device = torch.device(f"cuda:{self.config.device_id}" if on_gpu else "cpu")
         self.model = torch.jit.load(self.config.artifact("model.pt"), map_location=self.device).eval()
         pb_utils.Logger.log_info(f"{self.config.name}: torch.jit on {self.device}")
         self.parse = token_parser(self.config.parameters)

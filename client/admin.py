@@ -1,0 +1,12 @@
+"""The header that tritonserver's restricted endpoints (model repository, shared memory, trace, logging) check.
+
+The server is started with `--{grpc,http}-restricted-...=<apis>:triton-admin-key=<key>` (server/launch.py); its gRPC
+side checks the header under a fixed prefix, so the name a client sends depends on the protocol.
+"""
+
+ADMIN_HEADER = "triton-admin-key"
+
+
+def admin_headers(protocol: str, admin_key: str) -> dict[str, str]:
+    prefix = "triton-grpc-protocol-" if protocol == "grpc" else ""
+    return {prefix + ADMIN_HEADER: admin_key}

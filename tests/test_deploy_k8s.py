@@ -1,0 +1,158 @@
+"""deploy/k8s rendered without kubectl: every manifest parses, fits the others, and has what production needs.
+
+render() implements the part of kustomize these manifests use, and refuses any other kustomization field, so a
+manifest change that needs real kustomize fails here instead of being checked wrongly.
+"""
+
+import re
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.launch import ROOT
+from tests.conftest import REPOSITORY
+
+K8S = ROOT / "deploy" / "k8s"
+MERGE_KEYS = ("name", "mountPath", "containerPort")  # how strategic merge matches list items in these manifests
+
+
+def merge(target: dict, patch: dict) -> None:
+    """Strategic merge as kustomize does it for these patches: maps recursively, named list items by name."""
+    for key, value in patch.items():
+        old = target.get(key)
+        if isinstance(value, dict) and isinstance(old, dict):
+            merge(old, value)
+        elif isinstance(value, list) and isinstance(old, list) and value and isinstance(value[0], dict):
+            merge_key = next(k for k in MERGE_KEYS if k in value[0])
+            for item in value:
+                match = next((o for o in old if o.get(merge_key) == item[merge_key]), None)
+                if match is None:
+                    old.append(item)
+                else:
+                    merge(match, item)
+        else:
+            target[key] = value
+
+
+def add_labels(document: dict, labels: dict, selectors: bool) -> None:
+    document["metadata"].setdefault("labels", {}).update(labels)
+    spec = document.get("spec", {})
+    if "template" in spec:
+        spec["template"]["metadata"].setdefault("labels", {}).update(labels)
+    if selectors and "selector" in spec:  # a Service's selector is the map itself, the others have matchLabels
+        spec["selector"].get("matchLabels", spec["selector"]).update(labels)
+
+
+def render(directory: Path) -> list[dict]:
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "labels", "images", "patches"}
+    assert not unsupported, f"{directory}: render() does not implement {unsupported}"
+    documents = []
+    for entry in kustomization.get("resources", []):
+        path = directory / entry
+        documents += render(path) if path.is_dir() else list(yaml.safe_load_all(path.read_text()))
+    for entry in kustomization.get("patches", []):
+        patch = yaml.safe_load((directory / entry["path"]).read_text())
+        [target] = [
+            d for d in documents if (d["kind"], d["metadata"]["name"]) == (patch["kind"], patch["metadata"]["name"])
+        ]
+        merge(target, patch)
+    for entry in kustomization.get("labels", []):
+        for document in documents:
+            add_labels(document, entry["pairs"], entry.get("includeSelectors", False))
+    for image in kustomization.get("images", []):
+        for document in documents:
+            for container in document.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if container["image"] == image["name"]:
+                    container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    return documents
+
+
+def by_kind(documents: list[dict]) -> dict[str, dict]:
+    kinds = {d["kind"]: d for d in documents}
+    assert len(kinds) == len(documents), "one resource of each kind expected"
+    return kinds
+
+
+@pytest.fixture(scope="module", params=["base", "overlays/gpu"])
+def rendered(request) -> dict[str, dict]:
+    return by_kind(render(K8S / request.param))
+
+
+def test_every_yaml_file_parses_and_names_itself():
+    files = sorted(K8S.rglob("*.yaml"))
+    assert len(files) >= 8
+    for path in files:
+        for document in yaml.safe_load_all(path.read_text()):
+            assert document, f"{path}: empty document"
+            if path.name not in ("kustomization.yaml", "prometheus-adapter-rules.yaml"):
+                assert document["apiVersion"] and document["kind"] and document["metadata"]["name"], path
+
+
+def test_resources_fit_together(rendered):
+    assert set(rendered) == {"PersistentVolumeClaim", "Deployment", "Service", "PodDisruptionBudget",
+                             "HorizontalPodAutoscaler"}  # fmt: skip
+    deployment = rendered["Deployment"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for selector in (
+        deployment["spec"]["selector"]["matchLabels"],
+        rendered["Service"]["spec"]["selector"],
+        rendered["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"],
+    ):
+        assert selector.items() <= pod_labels.items() and "app.kubernetes.io/name" in selector
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    named_ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert named_ports == {"http": 8000, "grpc": 8001, "metrics": 8002}
+    assert {port["targetPort"] for port in rendered["Service"]["spec"]["ports"]} == set(named_ports)
+    target = rendered["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    assert (
+        rendered["HorizontalPodAutoscaler"]["spec"]["minReplicas"]
+        > rendered["PodDisruptionBudget"]["spec"]["maxUnavailable"]
+    )
+    [volume] = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+    assert volume["persistentVolumeClaim"]["claimName"] == rendered["PersistentVolumeClaim"]["metadata"]["name"]
+
+
+def test_server_pod_is_probed_limited_and_locked_down(rendered):
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "feedback-triton:24.10" and "command" not in container  # the image's entrypoint
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert {"cpu", "memory"} <= container["resources"]["requests"].keys() <= container["resources"]["limits"].keys()
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    [key] = [e for e in container["env"] if e["name"] == "TRITON_ADMIN_KEY"]
+    assert "secretKeyRef" in key["valueFrom"] and "value" not in key  # from a Secret, never in the manifests
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "model-repository"]
+    assert mount["mountPath"] == "/srv/feedback/model_repository" and mount["readOnly"] is True
+
+
+def test_gpu_overlay_changes_only_placement_and_repository():
+    base, gpu = by_kind(render(K8S / "base"))["Deployment"], by_kind(render(K8S / "overlays/gpu"))["Deployment"]
+    pod = gpu["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert [m["subPath"] for m in container["volumeMounts"] if m["name"] == "model-repository"] == ["gpu"]
+    [base_container] = base["spec"]["template"]["spec"]["containers"]
+    for key in ("image", "env", "ports", "readinessProbe", "livenessProbe", "startupProbe", "securityContext"):
+        assert container[key] == base_container[key], key
+    assert len(container["volumeMounts"]) == len(base_container["volumeMounts"])
+
+
+def test_hpa_metric_is_the_adapter_rule_over_metrics_triton_exports(server):
+    hpa = yaml.safe_load((K8S / "base" / "hpa.yaml").read_text())
+    [rule] = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["rules"]
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == rule["name"]["as"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10) as answer:
+        exported = answer.read().decode()
+    for metric in set(re.findall(r"nv_\w+", rule["metricsQuery"] + rule["seriesQuery"])):
+        assert f"# TYPE {metric} " in exported, metric
+    for models in re.findall(r'model=~"([^"]+)"', rule["metricsQuery"]):
+        for model in models.split("|"):
+            assert (REPOSITORY / model).is_dir() and f'model="{model}"' in exported, model
