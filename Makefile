@@ -8,7 +8,7 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
              model_repository/check_tokens/config.pbtxt
 
-.PHONY: install export serve test lint clean
+.PHONY: install export serve test lint clean deploy rollback
 
 install: $(INSTALLED)
 
@@ -18,7 +18,9 @@ $(INSTALLED): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-export when the exporter or the code it shares with the server changes; otherwise keep what is there.
-$(ARTIFACTS) &: $(INSTALLED) $(wildcard export/*.py) python_backend/text.py python_backend/fuse.py
+# deploy.py and validate.py are not the exporter: changing them must not re-export (replacing deployed versions).
+NOT_EXPORTER := export/deploy.py export/validate.py
+$(ARTIFACTS) &: $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py)) python_backend/text.py python_backend/fuse.py
 	$(PY) -m export
 
 export: $(ARTIFACTS)
@@ -29,11 +31,19 @@ serve: export
 test: export
 	$(PY) -m pytest
 
+# `make deploy MODEL=transformer SOURCE=path/to/model_folder [SERVER=host:http_port]`: checked, atomic, then live.
+# `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. SERVER only in explicit model-control mode.
+deploy: install
+	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE)
+
+rollback: install
+	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) rollback $(MODEL) $(VERSION)
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf build model_repository/transformer model_repository/textcnn \
+	rm -rf build model_repository.retired model_repository/transformer model_repository/textcnn \
 	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
 	       model_repository/check_tokens/config.pbtxt

@@ -1,6 +1,7 @@
 """`python -m server`: run tritonserver in the foreground on model_repository/ (what `make serve` runs).
 
-Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1).
+Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1); MODEL_CONTROL
+is `poll` (default, every POLL_SECS) or `explicit` (all models loaded at start, then only through the load API).
 """
 
 import os
@@ -23,6 +24,7 @@ def main() -> None:
         ports,
         os.environ.get("BIND", "127.0.0.1"),
         int(os.environ.get("POLL_SECS", 5)),
+        os.environ.get("MODEL_CONTROL", "poll"),
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
     os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
