@@ -21,8 +21,16 @@ class Record:
 class SteadyLoad:
     """`threads` closed-loop gRPC clients sending the same batch back to back until the `with` block ends."""
 
-    def __init__(self, url: str, ids: np.ndarray, mask: np.ndarray, threads: int = 3, model: str = "feedback"):
-        self.url, self.ids, self.mask, self.model = url, ids, mask, model
+    def __init__(
+        self,
+        url: str,
+        ids: np.ndarray,
+        mask: np.ndarray,
+        threads: int = 3,
+        model: str = "feedback",
+        tenant: str | None = None,
+    ):
+        self.url, self.ids, self.mask, self.model, self.tenant = url, ids, mask, model, tenant
         self.records: list[Record] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
@@ -32,6 +40,9 @@ class SteadyLoad:
         inputs = [grpcclient.InferInput(n, list(self.ids.shape), "INT64") for n in ("INPUT_IDS", "ATTENTION_MASK")]
         inputs[0].set_data_from_numpy(self.ids)
         inputs[1].set_data_from_numpy(self.mask)
+        if self.tenant is not None:  # feedback_routed's optional input
+            inputs.append(grpcclient.InferInput("TENANT", [len(self.ids), 1], "BYTES"))
+            inputs[-1].set_data_from_numpy(np.array([[self.tenant.encode()]] * len(self.ids), dtype=object))
         outputs = [grpcclient.InferRequestedOutput("MEMBER_PROBS")]
         try:
             while not self._stop.is_set():
