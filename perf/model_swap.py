@@ -81,10 +81,11 @@ def main() -> None:
 
 def report(args, load: SteadyLoad, versions: dict[str, np.ndarray], swaps: list) -> None:
     records = load.records
+    mode = f"poll mode (every {args.poll_secs} s)" if args.model_control == "poll" else "explicit mode"
     sources = [served_by(r, TRANSFORMER_COLUMN, versions) for r in records]
     seconds = records[-1].end - records[0].start
     print(
-        f"\n{args.model_control} mode (poll every {args.poll_secs} s), {args.threads} clients, batch {LOAD_ROWS}, "
+        f"\n{mode}, {args.threads} clients, batch {LOAD_ROWS}, "
         f"{seconds:.0f} s of load: {len(records)} requests, {len(load.failures())} failed, "
         f"{sources.count(None)} answered by an unknown version"
     )
@@ -96,8 +97,9 @@ def report(args, load: SteadyLoad, versions: dict[str, np.ndarray], swaps: list)
         window = np.array([commanded <= r.end and r.start <= first + 1 for r in records])
         in_swap |= window
         print(
-            f"{label:>8}: checks {visible - commanded:5.2f} s; first answer of the {expect} version "
-            f"{first - visible:5.2f} s after it became visible; {len(late)} later answers from the other version"
+            f"{label:>8}: command {visible - commanded:5.2f} s (checks; explicit mode: + load and warm-up); "
+            f"first answer of the {expect} version {first - visible:5.2f} s after it returned; "
+            f"{len(late)} later answers from the other version"
         )
         during = [r.end - r.start for r, w in zip(records, window, strict=True) if w]
         print(f"{'':>8}  swap window   {percentiles(during)}")
