@@ -31,10 +31,10 @@ serve: export
 test: export
 	$(PY) -m pytest
 
-# `make deploy MODEL=transformer SOURCE=path/to/model_folder [SERVER=host:http_port]`: checked, atomic, then live.
-# `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. SERVER only in explicit model-control mode.
+# `make deploy MODEL=transformer SOURCE=path/to/model_folder [TENANT=id] [SERVER=host:http_port]`: checked, atomic.
+# `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. With SERVER: return once it serves.
 deploy: install
-	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE)
+	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE) $(if $(TENANT),--tenant $(TENANT))
 
 rollback: install
 	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) rollback $(MODEL) $(VERSION)

@@ -182,6 +182,8 @@ def validate(repo: Path, role: str, stage: Path, version_dir: Path, config, live
         raise Rejected(
             f"platform '{config.platform}' cannot be checked here: onnxruntime_onnx, pytorch_libtorch or python"
         )
+    if not config.model_warmup:
+        raise Rejected("config has no model_warmup: the first requests after the swap would pay for a cold model")
     ids, mask, labels = held_out(repo)
     run = check_artifact(version_dir.parent.name, config, version_dir, ids, mask)
     if limits is None:  # rollback: the target served before; an accuracy gate must not block the way back

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from google.protobuf import text_format
 from onnx import numpy_helper
 
 from export import configs, corpus
@@ -51,6 +52,14 @@ def shifted(repo: Path, model: str, destination: Path, shift: float = LOGIT_SHIF
 def corrupt_onnx(repo: Path, destination: Path) -> Path:
     folder = copy_latest(repo, "transformer", destination)
     (folder / "1" / "model.onnx").write_bytes(b"\x08\x07 this is not an ONNX protobuf")
+    return folder
+
+
+def without_warmup(repo: Path, destination: Path) -> Path:
+    folder = copy_latest(repo, "transformer", destination)
+    config = configs.parse((folder / "config.pbtxt").read_text())
+    config.ClearField("model_warmup")
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder
 
 

@@ -19,6 +19,7 @@ from tests import candidates
 from tests.conftest import REPOSITORY, run_server
 from tests.test_deploy import LOAD_ROWS, TRANSFORMER_COLUMN, answers, copy_repository
 
+REQUESTS = 5  # per client thread
 SHIFTS = {"acme": 0.25, "globex": -0.25}  # two customers whose own transformers answer differently
 
 
@@ -63,6 +64,10 @@ def tenants(server, repo, tmp_path_factory):
         assert deploy(repo, "transformer", source, server=server.http_url, tenant=tenant) == 1
         expected[tenant] = answers(source, "1")
     assert json.loads((repo / MAPPING).read_text()) == {"acme": ["transformer"], "globex": ["transformer"]}
+    with httpclient.InferenceServerClient(server.http_url) as client:
+        for tenant in SHIFTS:
+            for model in (f"transformer__{tenant}", f"feedback__{tenant}", f"feedback_text__{tenant}"):
+                assert client.is_model_ready(model), model
     for a, b in (("default", "acme"), ("default", "globex"), ("acme", "globex")):
         assert np.abs(expected[a] - expected[b]).max() > 1e-3, f"{a} and {b} must be told apart"
     return expected
@@ -92,7 +97,7 @@ def test_each_tenant_gets_its_own_model_concurrently(server, tenants):
     wrong = []
 
     def client(tenant, model):
-        for _ in range(10):
+        for _ in range(REQUESTS):
             probs = routed(server, tenant)
             if not np.allclose(probs[:, TRANSFORMER_COLUMN], tenants[model], atol=1e-5):
                 wrong.append((tenant, model))
@@ -106,7 +111,7 @@ def test_each_tenant_gets_its_own_model_concurrently(server, tenants):
     with httpclient.InferenceServerClient(server.http_url) as client:
         for model in ("transformer__acme", "transformer__globex"):  # Triton's own per-model counts show who served
             (stats,) = client.get_inference_statistics(model)["model_stats"]
-            assert stats["inference_count"] >= 2 * 10 * LOAD_ROWS, stats
+            assert stats["inference_count"] >= 2 * REQUESTS * LOAD_ROWS, stats
 
 
 def test_malformed_tenant_id_gets_a_clear_error(server, tenants):
