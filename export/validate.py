@@ -57,9 +57,10 @@ def ensemble_interface(repo: Path, model: str) -> tuple[dict[str, Spec], dict[st
         for step in steps:
             if step.model_name != model:
                 other = all_configs[step.model_name]
-                by_name = {tensor.name: spec(tensor) for tensor in [*other.input, *other.output]}
-                produced |= {tensor: by_name[key] for key, tensor in step.output_map.items()}
-                consumed |= {tensor: by_name[key] for key, tensor in step.input_map.items()}
+                its_outputs = {tensor.name: spec(tensor) for tensor in other.output}
+                its_inputs = {tensor.name: spec(tensor) for tensor in other.input}
+                produced |= {tensor: its_outputs[key] for key, tensor in step.output_map.items()}
+                consumed |= {tensor: its_inputs[key] for key, tensor in step.input_map.items()}
         for step in steps:
             if step.model_name == model:
                 inputs |= {key: produced[tensor] for key, tensor in step.input_map.items()}
