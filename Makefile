@@ -8,7 +8,7 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
              model_repository/check_tokens/config.pbtxt
 
-.PHONY: install export serve test lint clean bench-client compose-tools gpu-overlay
+.PHONY: install export serve test lint clean bench-client compose-tools gpu-overlay deploy rollback
 
 install: $(INSTALLED)
 
@@ -19,7 +19,9 @@ $(INSTALLED): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-export when the exporter or the code it shares with the server changes; otherwise keep what is there.
-$(ARTIFACTS) &: $(INSTALLED) $(wildcard export/*.py) python_backend/text.py python_backend/fuse.py
+# deploy.py and validate.py are not the exporter: changing them must not re-export (replacing deployed versions).
+NOT_EXPORTER := export/deploy.py export/validate.py
+$(ARTIFACTS) &: $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py)) python_backend/text.py python_backend/fuse.py
 	$(PY) -m export
 
 export: $(ARTIFACTS)
@@ -51,11 +53,19 @@ $(COMPOSE_INSTALLED): deploy/compose-requirements.txt deploy/compose-build-requi
 gpu-overlay: export
 	$(PY) -m deploy.gpu_overlay model_repository build/gpu_repository
 
+# `make deploy MODEL=transformer SOURCE=path/to/model_folder [TENANT=id] [SERVER=host:http_port]`: checked, atomic.
+# `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. With SERVER: return once it serves.
+deploy: install
+	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE) $(if $(TENANT),--tenant $(TENANT))
+
+rollback: install
+	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) rollback $(MODEL) $(VERSION)
+
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 clean:
-	rm -rf build model_repository/transformer model_repository/textcnn \
+	rm -rf build model_repository.retired model_repository/transformer model_repository/textcnn \
 	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
 	       model_repository/check_tokens/config.pbtxt

@@ -15,13 +15,25 @@ class ParityError(RuntimeError):
     pass
 
 
-def check_parity(name: str, eager: nn.Module, run_exported, samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Max abs difference between exported and eager outputs over every sample; raises above the tolerance."""
+def eager(model: nn.Module):
+    """The eager model as a numpy function, the reference an export is checked against."""
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+
+    return run
+
+
+def check_parity(name: str, reference, run_exported, samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Max abs difference between exported and reference outputs over every sample; raises above the tolerance.
+
+    `reference` and `run_exported` map (ids, mask) numpy arrays to numpy probabilities: at export the reference is
+    the eager model, at deploy (export/deploy.py) the same artifact run one unpadded row at a time.
+    """
     worst = 0.0
-    with torch.inference_mode():
-        for ids, mask in samples:
-            expected = eager(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-            worst = max(worst, float(np.abs(run_exported(ids, mask) - expected).max()))
+    for ids, mask in samples:
+        worst = max(worst, float(np.abs(run_exported(ids, mask) - reference(ids, mask)).max()))
     print(f"  parity {name}: max abs diff {worst:.2e} over {len(samples)} input shapes (limit {PARITY_TOLERANCE:.0e})")
     if not worst <= PARITY_TOLERANCE:  # also catches NaN
         raise ParityError(f"{name}: exported output differs from eager by {worst:.3e} > {PARITY_TOLERANCE}")
@@ -47,7 +59,7 @@ def export_onnx(
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return check_parity(
         path.parent.parent.name,
-        model,
+        eager(model),
         lambda i, m: session.run(None, {input_names[0]: i, input_names[1]: m})[0],
         samples,
     )
@@ -64,7 +76,7 @@ def export_torchscript(model: nn.Module, path: Path, samples) -> float:
         with torch.inference_mode():
             return loaded(torch.from_numpy(i), torch.from_numpy(m)).numpy()
 
-    return check_parity(path.parent.parent.name, model, run, samples)
+    return check_parity(path.parent.parent.name, eager(model), run, samples)
 
 
 def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,9 +1,10 @@
 """`python -m server`: run tritonserver in the foreground on model_repository/ (what `make serve` runs).
 
-Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1). Model-repository
-control, shared-memory registration, trace and log settings need the admin key (header `triton-admin-key`, on gRPC
-`triton-grpc-protocol-triton-admin-key`): TRITON_ADMIN_KEY, or else a random key made for this start and written to
-build/admin-key (readable by this user only).
+Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1); MODEL_CONTROL
+is `poll` (default, every POLL_SECS) or `explicit` (all models loaded at start, then only through the load API).
+Model-repository control, shared-memory registration, trace and log settings need the admin key (header
+`triton-admin-key`, on gRPC `triton-grpc-protocol-triton-admin-key`): TRITON_ADMIN_KEY, or else a random key made
+for this start and written to build/admin-key (readable by this user only).
 """
 
 import os
@@ -39,6 +40,7 @@ def main() -> None:
         ports,
         os.environ.get("BIND", "127.0.0.1"),
         int(os.environ.get("POLL_SECS", 5)),
+        model_control=os.environ.get("MODEL_CONTROL", "poll"),
         admin_key=admin_key(build),
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)

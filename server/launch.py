@@ -9,6 +9,7 @@ import os
 import py_compile
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -84,6 +85,16 @@ def environment() -> dict[str, str]:
     return env
 
 
+def model_control_args(mode: str, poll_secs: int) -> list[str]:
+    """poll: Triton rescans the repository every poll_secs and loads what changed, so dropping a version in is enough.
+    explicit: everything is loaded at start, later only on the repository load API (export/deploy.py --server)."""
+    if mode == "poll":
+        return ["--model-control-mode=poll", f"--repository-poll-secs={poll_secs}"]
+    if mode == "explicit":
+        return ["--model-control-mode=explicit", "--load-model=*"]
+    raise ValueError(f"model control mode must be 'poll' or 'explicit', got {mode!r}")
+
+
 def restriction_flags(admin_key: str) -> list[str]:
     """tritonserver's own header check on the admin endpoints, for gRPC and HTTP alike."""
     if not ADMIN_KEY_PATTERN.fullmatch(admin_key):
@@ -96,7 +107,14 @@ def restriction_flags(admin_key: str) -> list[str]:
 
 
 def command(
-    repository: Path, backends: Path, ports: Ports, bind: str, poll_secs: int, *, admin_key: str | None = None
+    repository: Path,
+    backends: Path,
+    ports: Ports,
+    bind: str,
+    poll_secs: int,
+    *,
+    model_control: str = "poll",
+    admin_key: str | None = None,
 ) -> list[str]:
     """tritonserver's argv; with an admin key, the ADMIN_APIS answer only requests that carry it."""
     argv = [
@@ -110,8 +128,7 @@ def command(
         f"--grpc-port={ports.grpc}",
         f"--metrics-address={bind}",
         f"--metrics-port={ports.metrics}",
-        "--model-control-mode=poll",
-        f"--repository-poll-secs={poll_secs}",
+        *model_control_args(model_control, poll_secs),
         "--log-info=true",
     ]
     return argv + (restriction_flags(admin_key) if admin_key else [])
@@ -124,13 +141,14 @@ def start(
     bind: str = "127.0.0.1",
     poll_secs: int = 5,
     log: Path | None = None,
+    model_control: str = "poll",
     admin_key: str | None = None,
 ) -> subprocess.Popen:
     """Start tritonserver in the background (its own process group, so stopping it stops its stubs)."""
     backends = prepare(repository, build)
     out = open(log, "ab") if log else subprocess.DEVNULL
     return subprocess.Popen(
-        command(repository, backends, ports, bind, poll_secs, admin_key=admin_key),
+        command(repository, backends, ports, bind, poll_secs, model_control=model_control, admin_key=admin_key),
         env=environment(),
         stdout=out,
         stderr=subprocess.STDOUT,
@@ -162,3 +180,14 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now, for a server started beside others (tests, deploy's trial loads)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -1,7 +1,6 @@
 """A real tritonserver for the whole session, on free ports, stopped by its PID even when tests fail."""
 
 import secrets
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,20 +8,10 @@ import pytest
 
 from client.admin import admin_headers
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import ROOT, Ports, start, stop, wait_ready
+from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def mapped_shm_regions(pid: int) -> set[Path]:
@@ -53,11 +42,11 @@ class Server:
         return admin_headers(protocol, self.admin_key)
 
 
-def run_server(repository: Path, log: Path):
+def run_server(repository: Path, log: Path, model_control: str = "poll"):
     """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone."""
     ports = Ports(*free_ports(3))
     admin_key = secrets.token_urlsafe(32)
-    process = start(repository, ports, log=log, poll_secs=POLL_SECS, admin_key=admin_key)
+    process = start(repository, ports, log=log, poll_secs=POLL_SECS, model_control=model_control, admin_key=admin_key)
     regions: set[Path] = set()
     try:
         wait_ready(process, ports)

@@ -27,8 +27,8 @@ from client.errors import (
 )
 from client.shm import cuda_module
 from export import corpus
-from server.launch import Ports, start, stop, wait_ready
-from tests.conftest import REPOSITORY, free_ports, mapped_shm_regions
+from server.launch import Ports, free_ports, start, stop, wait_ready
+from tests.conftest import REPOSITORY, mapped_shm_regions
 
 TEXTS = [c.text for c in corpus.split(corpus.generate())[2][:100]] + ["", "ok", "прайс 💸 " * 200]
 

@@ -198,4 +198,13 @@ def test_nothing_reloads_after_start(server):
     time.sleep(3 * POLL_SECS)
     loads = re.findall(r"successfully loaded '(\w+)'", server.log.read_text(errors="replace"))
     assert sorted(loads) == sorted(set(loads)), f"models loaded more than once: {loads}"
-    assert set(loads) == {"feedback", "feedback_text", "check_tokens", "tokenizer", "transformer", "textcnn", "fuse"}
+    assert set(loads) == {
+        "feedback",
+        "feedback_text",
+        "feedback_routed",
+        "check_tokens",
+        "tokenizer",
+        "transformer",
+        "textcnn",
+        "fuse",
+    }

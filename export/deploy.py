@@ -1,0 +1,257 @@
+"""`python -m export.deploy`: add a checked new version of a model to a served repository, or roll back.
+
+    python -m export.deploy [--repository DIR] [--server HOST:PORT] deploy MODEL SOURCE [--tenant ID]
+                                                                    [--min-accuracy A] [--max-drop D]
+    python -m export.deploy [--repository DIR] [--server HOST:PORT] rollback MODEL [VERSION]
+
+SOURCE is a model folder as the exporter writes one: config.pbtxt beside numbered version folders (the highest is
+taken). The candidate is copied into a staging folder beside the repository, checked there (export/validate.py), and
+moved in with rename() only when every check passed, so Triton never sees a candidate that failed.
+
+Poll mode picks a new version up by itself. With --server (Triton's HTTP endpoint) deploy returns only once the
+version serves: in explicit mode it calls the repository load API, in poll mode (which refuses that API) it waits.
+
+Rollback moves the versions above the target out to `<repository>.retired/<model>/` (outside Triton's view), so the
+target is the latest version again and `version_policy: latest` serves it.
+
+--tenant ID deploys SOURCE as `<MODEL>__<ID>`, that customer's own member, checked as MODEL is; it generates the
+ensembles `<ensemble>__<ID>` that run it in MODEL's place and lists the tenant in tenants.json, which the
+`feedback_routed` model reads to route requests that carry TENANT.
+"""
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.utils import InferenceServerException
+
+from client.admin import admin_headers
+from export import configs, repository
+from export.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
+from python_backend.errors import BadRequest
+from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
+from server.launch import precompile
+
+SERVE_TIMEOUT_S = 300
+
+
+def versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def retired(repo: Path) -> Path:
+    """Where rollback puts the versions it takes out: beside the repository, on the same file system."""
+    return repo.resolve().parent / f"{repo.name}.retired"
+
+
+@contextmanager
+def locked(repo: Path):
+    """One deploy or rollback at a time per repository: two would race for the same version number."""
+    descriptor = os.open(repo, os.O_RDONLY)  # a lock on the folder itself: no lock file for Triton to see
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def make_live(server: str, models: list[tuple[str, int | None]], admin_key: str | None = None) -> None:
+    """Return once each (model, version or None for any) serves, members before the ensembles that use them.
+
+    Explicit mode: the repository load API loads the model (and, in Triton, reloads the ensembles using it).
+    Poll mode refuses that API; the next poll loads the model, and this waits for it. The load API is one of the
+    server's restricted endpoints: it needs the server's admin key.
+    """
+    headers = admin_headers("http", admin_key) if admin_key else None
+    client = httpclient.InferenceServerClient(server)
+    try:
+        for model, version in models:
+            try:
+                client.load_model(model, headers=headers)
+            except InferenceServerException as error:
+                if "polling is enabled" not in str(error):
+                    raise
+            deadline = time.monotonic() + SERVE_TIMEOUT_S
+            while not client.is_model_ready(model, "" if version is None else str(version)):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{model} version {version} did not become ready in {SERVE_TIMEOUT_S} s")
+                time.sleep(0.2)
+    finally:
+        client.close()
+
+
+def stage_candidate(stage: Path, model: str, version_dir: Path, version: int, config_text: str) -> Path:
+    """`stage` becomes a one-model repository holding the candidate, exactly as it will be moved in."""
+    staged = stage / model / str(version)
+    shutil.copytree(version_dir, staged, ignore=shutil.ignore_patterns("__pycache__"))  # links become copies
+    (staged / "config.pbtxt").write_text(config_text)  # each version keeps the config it was checked with
+    (stage / model / "config.pbtxt").write_text(config_text)
+    precompile(stage)  # else the stub writes __pycache__ into the live version folder, and poll mode reloads it
+    return staged
+
+
+def deploy(
+    repo: Path,
+    model: str,
+    source: Path,
+    server: str | None = None,
+    min_accuracy: float = MIN_ACCURACY,
+    max_drop: float = MAX_DROP,
+    tenant: str | None = None,
+    admin_key: str | None = None,
+) -> int:
+    """Add the highest version in `source` as the next version of `model` (of `<model>__<tenant>` with a tenant);
+    returns the version number."""
+    try:
+        name = tenant_model(model, tenant) if tenant else model
+    except BadRequest as error:
+        raise Rejected(str(error)) from None
+    source_versions = versions(source)
+    if not (source / "config.pbtxt").is_file() or not source_versions:
+        raise Rejected(f"{source}: expected a model folder with config.pbtxt and a numbered version folder")
+    try:
+        config = configs.parse((source / "config.pbtxt").read_text())
+    except text_format.ParseError as error:
+        raise Rejected(f"config.pbtxt does not parse: {error}") from None
+    config.name = name  # the folder names the model; a candidate exported under another name is renamed
+    config_text = text_format.MessageToString(config)
+    model_dir = repo / name
+    with locked(repo), repository.staging(repo) as stage:
+        staged = stage_candidate(
+            stage, name, source / str(source_versions[-1]), repository.next_version(model_dir), config_text
+        )
+        live_dir = model_dir if versions(model_dir) else repo / model  # a new tenant is held to the default's score
+        live = live_dir / str(versions(live_dir)[-1]) if versions(live_dir) else None
+        report = validate(repo, model, stage, staged, config, live, (min_accuracy, max_drop))
+        version = repository.install_version(staged, config_text, model_dir)
+        ensembles = register_tenant(repo, tenant, model) if tenant else []
+    print(f"deployed {name} version {version}: {report}")
+    if server:
+        try:
+            make_live(server, [(name, version)] + [(ensemble, None) for ensemble in ensembles], admin_key)
+        except (InferenceServerException, TimeoutError) as error:
+            retire(repo, name, [version])
+            raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
+    if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
+        with locked(repo), repository.staging(repo) as stage:
+            mapping = read_mapping(repo / MAPPING)
+            mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
+            (stage / MAPPING).write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+            (stage / MAPPING).replace(repo / MAPPING)  # readers see the old file or the new one, never half
+    return version
+
+
+def register_tenant(repo: Path, tenant: str, member: str) -> list[str]:
+    """Write `<ensemble>__<tenant>` for each default ensemble that runs `member` or another of the tenant's custom
+    members, with those steps pointing at the tenant's models; returns the ensembles' names."""
+    custom = set(read_mapping(repo / MAPPING).get(tenant, [])) | {member}
+    written = []
+    with repository.staging(repo) as stage:
+        for ensemble in read_configs(repo).values():
+            steps = [step for step in ensemble.ensemble_scheduling.step if step.model_name in custom]
+            if ensemble.platform != "ensemble" or SEPARATOR in ensemble.name or not steps:
+                continue
+            for step in steps:
+                step.model_name = tenant_model(step.model_name, tenant)
+            ensemble.name = tenant_model(ensemble.name, tenant)
+            folder = stage / ensemble.name
+            (folder / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
+            (folder / "config.pbtxt").write_text(text_format.MessageToString(ensemble))
+            if (repo / ensemble.name).exists():
+                (folder / "config.pbtxt").replace(repo / ensemble.name / "config.pbtxt")
+            else:
+                folder.rename(repo / ensemble.name)
+            written.append(ensemble.name)
+    return written
+
+
+def retire(repo: Path, model: str, numbers: list[int]) -> None:
+    archive = retired(repo) / model
+    archive.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    for number in sorted(numbers, reverse=True):
+        (repo / model / str(number)).rename(archive / f"{number}-{stamp}")
+
+
+def rollback(
+    repo: Path, model: str, version: int | None = None, server: str | None = None, admin_key: str | None = None
+) -> int:
+    """Serve `version` (default: the one before the latest) again; returns it."""
+    model_dir = repo / model
+    with locked(repo):
+        present = versions(model_dir)
+        if version is None:
+            if len(present) < 2:
+                raise Rejected(f"{model} has versions {present}: nothing to roll back to")
+            version = present[-2]
+        if version not in present:
+            raise Rejected(f"{model} has no version {version} (it has {present})")
+        target = model_dir / str(version)
+        recorded = target / "config.pbtxt"
+        config_text = (recorded if recorded.exists() else model_dir / "config.pbtxt").read_text()
+        role = model.split(SEPARATOR)[0]  # a tenant's model is checked as the member it replaces
+        with repository.staging(repo) as stage:
+            staged = stage_candidate(stage, model, target, version, config_text)
+            report = validate(repo, role, stage, staged, configs.parse(config_text), None, None)
+        newer = [number for number in present if number > version]
+        retire(repo, model, newer)  # now the target is the latest version, and Triton loads it
+        if (model_dir / "config.pbtxt").read_text() != config_text:
+            with repository.staging(repo) as stage:
+                (stage / "config.pbtxt").write_text(config_text)
+                (stage / "config.pbtxt").replace(model_dir / "config.pbtxt")
+    print(f"rolled {model} back to version {version} ({report}); retired {newer} to {retired(repo) / model}")
+    if server:
+        make_live(server, [(model, version)], admin_key)
+    return version
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m export.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
+    parser.add_argument("--server", metavar="HOST:PORT", help="Triton's HTTP endpoint: return once the change serves")
+    parser.add_argument(
+        "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (for the load API)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("deploy", help="add SOURCE as the next version of MODEL")
+    add.add_argument("model")
+    add.add_argument("source", type=Path)
+    add.add_argument("--tenant", help="deploy as this customer's own MODEL (1-32 of a-z, 0-9 and inner '-')")
+    add.add_argument("--min-accuracy", type=float, default=MIN_ACCURACY)
+    add.add_argument("--max-drop", type=float, default=MAX_DROP)
+    back = commands.add_parser("rollback", help="serve an earlier version of MODEL again")
+    back.add_argument("model")
+    back.add_argument("version", type=int, nargs="?")
+    args = parser.parse_args()
+    try:
+        if args.command == "deploy":
+            deploy(
+                args.repository,
+                args.model,
+                args.source,
+                args.server,
+                args.min_accuracy,
+                args.max_drop,
+                args.tenant,
+                args.admin_key,
+            )
+        else:
+            rollback(args.repository, args.model, args.version, args.server, args.admin_key)
+    except Rejected as error:
+        sys.exit(f"{args.command} {args.model}: refused: {error}")
+
+
+if __name__ == "__main__":
+    main()

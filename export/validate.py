@@ -1,0 +1,204 @@
+"""The checks a model must pass before export/deploy.py lets Triton see it: its interface is what the ensembles
+connect, its artifact loads and gives the same answers batched as row by row, and its held-out accuracy holds up.
+Python-backend models, whose code only Triton's stub can run, are loaded in a throwaway tritonserver instead."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from tokenizers import Tokenizer
+from tritonclient.grpc import model_config_pb2
+
+from export import configs, corpus
+from export.artifacts import ParityError, check_parity, parity_samples
+from export.train import accuracy
+from python_backend.inprocess import latest_version
+from python_backend.text import encode
+from server.launch import Ports, free_ports, start, stop, wait_ready
+
+MIN_ACCURACY = 0.90  # held-out accuracy below this is refused, whatever the live version scores
+MAX_DROP = 0.01  # nor may a candidate score more than this under the live version
+PROBABILITY_TOLERANCE = 1e-3  # fuse combines probability rows: each must sum to 1
+
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Spec = tuple[int, tuple[int, ...]]  # (data_type, dims) of a tensor
+
+
+class Rejected(Exception):
+    """A candidate that must not be served; the message says why."""
+
+
+def spec(tensor) -> Spec:
+    return tensor.data_type, tuple(tensor.dims)
+
+
+def describe(tensor_spec: Spec) -> str:
+    return f"{model_config_pb2.DataType.Name(tensor_spec[0])} {list(tensor_spec[1])}"
+
+
+def read_configs(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
+    return {path.parent.name: configs.parse(path.read_text()) for path in repo.glob("*/config.pbtxt")}
+
+
+def ensemble_interface(repo: Path, model: str) -> tuple[dict[str, Spec], dict[str, Spec], int]:
+    """The inputs and outputs every ensemble step running `model` needs, typed by the tensors' other ends
+    (the step or ensemble input that produces each input, the step or ensemble output that consumes each output),
+    and the largest batch those ensembles accept. Empty when no ensemble uses the model."""
+    all_configs = read_configs(repo)
+    inputs, outputs, batch = {}, {}, 0
+    for ensemble in all_configs.values():
+        steps = ensemble.ensemble_scheduling.step
+        if ensemble.platform != "ensemble" or model not in {step.model_name for step in steps}:
+            continue
+        produced = {tensor.name: spec(tensor) for tensor in ensemble.input}
+        consumed = {tensor.name: spec(tensor) for tensor in ensemble.output}
+        for step in steps:
+            if step.model_name != model:
+                other = all_configs[step.model_name]
+                its_outputs = {tensor.name: spec(tensor) for tensor in other.output}
+                its_inputs = {tensor.name: spec(tensor) for tensor in other.input}
+                produced |= {tensor: its_outputs[key] for key, tensor in step.output_map.items()}
+                consumed |= {tensor: its_inputs[key] for key, tensor in step.input_map.items()}
+        for step in steps:
+            if step.model_name == model:
+                inputs |= {key: produced[tensor] for key, tensor in step.input_map.items()}
+                outputs |= {key: consumed[tensor] for key, tensor in step.output_map.items() if tensor in consumed}
+        batch = max(batch, ensemble.max_batch_size)
+    return inputs, outputs, batch
+
+
+def check_interface(config: model_config_pb2.ModelConfig, repo: Path, role: str) -> None:
+    """Names, dtypes and dims (the class count included) as the ensembles that run `role` connect them."""
+    inputs, outputs, batch = ensemble_interface(repo, role)
+    for kind, declared, expected in (("input", config.input, inputs), ("output", config.output, outputs)):
+        have = {tensor.name: spec(tensor) for tensor in declared}
+        for name, wanted in expected.items():
+            if name not in have:
+                raise Rejected(
+                    f"{kind} '{name}' is missing: the ensembles using {role} need it, config has {sorted(have)}"
+                )
+            if have[name] != wanted:
+                raise Rejected(f"{kind} '{name}' is {describe(have[name])}, the ensembles expect {describe(wanted)}")
+    if config.max_batch_size < batch:
+        raise Rejected(f"max_batch_size {config.max_batch_size} is below the ensembles' {batch}")
+
+
+def load_runner(config: model_config_pb2.ModelConfig, version_dir: Path) -> Runner:
+    """(token ids, mask) -> first output, run as the serving backends run it (onnxruntime / torch.jit, CPU)."""
+    names, output = [tensor.name for tensor in config.input], config.output[0].name
+    if config.platform == "onnxruntime_onnx":
+        path = version_dir / (config.default_model_filename or "model.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda ids, mask: session.run([output], {names[0]: ids, names[1]: mask})[0]
+    model = torch.jit.load(str(version_dir / (config.default_model_filename or "model.pt"))).eval()
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            result = model(torch.from_numpy(ids), torch.from_numpy(mask))
+        return (result[0] if isinstance(result, tuple) else result).numpy()
+
+    return run
+
+
+def row_by_row(run: Runner) -> Runner:
+    """Each row alone and without its padding: what a batched, padded run must reproduce for dynamic batching."""
+
+    def reference(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        rows = []
+        for row_ids, row_mask in zip(ids, mask, strict=True):
+            length = max(int(row_mask.sum()), 1)
+            rows.append(run(row_ids[None, :length], row_mask[None, :length])[0])
+        return np.stack(rows)
+
+    return reference
+
+
+def held_out(repo: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exporter's held-out split, tokenized by the served tokenizer."""
+    tokenizer = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
+    comments = corpus.split(corpus.generate())[2]
+    ids, mask = encode(tokenizer, np.array([c.text for c in comments], dtype=object))
+    return ids, mask, np.array([c.label for c in comments], dtype=np.int64)
+
+
+def score(run: Runner, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, batch: int) -> float:
+    return accuracy(
+        np.concatenate([run(ids[i : i + batch], mask[i : i + batch]) for i in range(0, len(ids), batch)]), labels
+    )
+
+
+def check_artifact(name: str, config, version_dir: Path, ids: np.ndarray, mask: np.ndarray) -> Runner:
+    """Loads, gives one probability row per input row on every parity sample, and batched equals row by row."""
+    try:
+        run = load_runner(config, version_dir)
+    except Exception as error:  # onnxruntime and torch raise their own types for a corrupt file
+        raise Rejected(f"artifact does not load: {error}") from None
+    classes = config.output[0].dims[-1]
+    samples = parity_samples(ids, mask)
+    for sample_ids, sample_mask in samples:
+        try:
+            probs = run(sample_ids, sample_mask)
+        except Exception as error:
+            raise Rejected(f"artifact fails on a batch of shape {list(sample_ids.shape)}: {error}") from None
+        if probs.shape != (len(sample_ids), classes):
+            raise Rejected(
+                f"artifact returns shape {list(probs.shape)}, its config says [{len(sample_ids)}, {classes}]"
+            )
+        if not np.allclose(probs.sum(1), 1.0, atol=PROBABILITY_TOLERANCE) or (probs < 0).any():
+            raise Rejected("artifact outputs are not probability rows (each must be >= 0 and sum to 1)")
+    try:
+        check_parity(name, row_by_row(run), run, samples)
+    except ParityError as error:
+        raise Rejected(f"batched and row-by-row outputs differ: {error}") from None
+    return run
+
+
+def trial_load(stage: Path, model: str) -> None:
+    """Python-backend code runs only inside Triton's stub: load the staged model alone in a throwaway tritonserver."""
+    ports = Ports(*free_ports(3))
+    log = stage.parent / f"{stage.name}.trial.log"  # beside the stage, so Triton does not take it for a model
+    process = start(stage, ports, log=log, model_control="explicit")
+    try:
+        wait_ready(process, ports, timeout=120)
+    except (RuntimeError, TimeoutError):
+        lines = log.read_text(errors="replace").splitlines()
+        reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
+        raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
+    finally:
+        stop(process)
+        log.unlink(missing_ok=True)
+
+
+def validate(repo: Path, role: str, stage: Path, version_dir: Path, config, live: Path | None, limits) -> str:
+    """Every check the candidate staged in `version_dir` must pass to serve as `role` (the ensembles' member it
+    stands in for); `live` is the version it must not fall behind, `limits` (min accuracy, max drop) or None to
+    skip the accuracy gate. Returns what was measured."""
+    check_interface(config, repo, role)
+    if config.backend == "python":
+        trial_load(stage, version_dir.parent.name)
+        return "loads in Triton"
+    if config.platform not in ("onnxruntime_onnx", "pytorch_libtorch"):
+        raise Rejected(
+            f"platform '{config.platform}' cannot be checked here: onnxruntime_onnx, pytorch_libtorch or python"
+        )
+    if not config.model_warmup:
+        raise Rejected("config has no model_warmup: the first requests after the swap would pay for a cold model")
+    ids, mask, labels = held_out(repo)
+    run = check_artifact(version_dir.parent.name, config, version_dir, ids, mask)
+    if limits is None:  # rollback: the target served before; an accuracy gate must not block the way back
+        return "loads, parity passed"
+    min_accuracy, max_drop = limits
+    batch = max(config.max_batch_size, 1)
+    candidate = score(run, ids, mask, labels, batch)
+    if candidate < min_accuracy:
+        raise Rejected(f"held-out accuracy {candidate:.4f} is below the threshold {min_accuracy}")
+    report = f"held-out accuracy {candidate:.4f}"
+    if live is not None:
+        live_config = configs.parse((live.parent / "config.pbtxt").read_text())
+        current = score(load_runner(live_config, live), ids, mask, labels, batch)
+        if candidate < current - max_drop:
+            raise Rejected(f"held-out accuracy {candidate:.4f} is more than {max_drop} under the live {current:.4f}")
+        report += f" (live version {live.name}: {current:.4f})"
+    return report

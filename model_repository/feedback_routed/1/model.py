@@ -1,0 +1,1 @@
+../../../python_backend/models/route_tenant/model.py
