@@ -8,6 +8,7 @@ this interpreter) and python_backend/backends/{onnxruntime,pytorch} linked in un
 import os
 import py_compile
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
@@ -29,6 +30,17 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (so that servers started side by side on one machine do not clash)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def precompile(repository: Path) -> None:

@@ -1,26 +1,15 @@
 """A real tritonserver for the whole session, on free ports, stopped by its PID even when tests fail."""
 
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import ROOT, Ports, start, stop, wait_ready
+from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def mapped_shm_regions(pid: int) -> set[Path]:

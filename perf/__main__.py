@@ -1,0 +1,172 @@
+"""`python -m perf` (what `make bench` runs): every system side by side, on the same models and requests.
+
+python -m perf [--mode quick|full|tiny] [--profile small] [--profile minilm] [--gpu] [--out DIR]
+
+Writes DIR (default perf/results/<timestamp>/): results.csv (one row per system and concurrency), inprocess.csv,
+triton_models.csv (Triton's per-model queue/compute split), raw/ (every perf_analyzer CSV and log), report.md and
+the PNG plots. Progress goes to stdout, one line per measurement.
+"""
+
+import argparse
+import csv
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from perf import inprocess_limit, perf_analyzer, report, repositories, servers, triton_stats, workload
+from perf.systems import SYSTEMS, System
+from python_backend.inprocess import Fuse
+from server.launch import ROOT
+
+
+@dataclass(frozen=True)
+class Mode:
+    concurrencies: tuple[int, ...]
+    windows: perf_analyzer.Windows
+    inprocess_seconds: float
+    batch_sizes: tuple[int, ...]
+
+
+MODES = {
+    # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32, 64)),
+    "full": Mode((1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64)),
+    # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
+    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,)),
+}
+
+
+class Bench:
+    def __init__(self, out: Path, mode: Mode, gpu: bool):
+        self.out, self.mode, self.gpu = out, mode, gpu
+        self.results: list[dict] = []
+        self.inprocess: list[dict] = []
+        self.model_times: list[dict] = []
+        self.started = time.monotonic()
+        self.done, self.planned = 0, 0
+
+    def progress(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.0f} s] {message}", flush=True)
+
+    def profile(self, profile: str) -> None:
+        repository = repositories.for_profile(profile)
+        raw = self.out / "raw" / profile
+        load = workload.prepare(repository, raw)
+        self.progress(f"{profile}: in-process limit ({self.mode.inprocess_seconds:g} s per batch size)")
+        callers = os.cpu_count() or 1
+        for result in inprocess_limit.measure(
+            repository, load.input_ids, load.attention_mask, self.mode.batch_sizes, callers, self.mode.inprocess_seconds
+        ):
+            self.inprocess.append({"profile": profile, **asdict(result)})
+            self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
+
+        served = repositories.variant(repository, repositories.BUILD / f"{profile}_served", gpu=self.gpu)
+        no_batching = repositories.variant(
+            repository, repositories.BUILD / f"{profile}_no_batching", dynamic_batching=False, gpu=self.gpu
+        )
+        members = Fuse(repository).member_names
+        starters = {
+            "triton": lambda log: servers.triton(served, log),
+            "triton_no_batching": lambda log: servers.triton(no_batching, log),
+            "v0": lambda log: servers.v0_monolith(repository, log),
+            "v1": lambda log: servers.v1_fanout(repository, members, log),
+        }
+        for server, start in starters.items():
+            systems = [system for system in SYSTEMS if system.server == server]
+            self.progress(f"{profile}: starting {server}")
+            with start(raw / f"{server}.log") as running:
+                for system in systems:
+                    for concurrency in self.mode.concurrencies:
+                        self.measure(profile, system, running, concurrency, load, raw)
+
+    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path) -> None:
+        name = f"{system.name}_c{concurrency}"
+        url = running.grpc_url if system.protocol == "grpc" else running.http_url
+        inputs = load.text_file if system.model == "feedback_text" else load.ids_file
+        shapes = {} if system.model == "feedback_text" else {"INPUT_IDS": load.seq_len, "ATTENTION_MASK": load.seq_len}
+        argv = perf_analyzer.command(
+            system.model,
+            url,
+            system.protocol,
+            concurrency,
+            inputs,
+            shapes,
+            self.mode.windows,
+            raw / f"{name}.csv",
+            shm=system.shm,
+        )
+        triton = system.server.startswith("triton")
+        before = triton_stats.snapshot(running.http_url) if triton else None
+        cpu, wall = running.cpu_seconds(), time.monotonic()
+        row = {"profile": profile, "system": system.name, "concurrency": concurrency}
+        self.done += 1
+        try:
+            measured = perf_analyzer.run(argv, raw / f"{name}.log")
+        except perf_analyzer.Failed as error:
+            self.results.append({**row, "error": str(error)})
+            self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
+            return
+        cpu, wall = running.cpu_seconds() - cpu, time.monotonic() - wall
+        throughput = measured["Inferences/Second"]
+        row |= {
+            "throughput": throughput,
+            **{f"p{p}_us": measured[f"p{p} latency"] for p in (50, 95, 99)},
+            "server_cpu_pct": 100 * cpu / wall,
+            "server_cpu_us_per_request": cpu / wall / throughput * 1e6,
+            "server_memory_mib": running.memory_mib(),
+        }
+        self.results.append(row)
+        if before is not None:
+            for model, times in triton_stats.difference(triton_stats.snapshot(running.http_url), before).items():
+                self.model_times.append(
+                    {"profile": profile, "system": system.name, "concurrency": concurrency, "model": model}
+                    | asdict(times)
+                )
+        self.progress(
+            f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: {throughput:8.1f} infer/s, "
+            f"p50 {row['p50_us'] / 1e3:7.2f} ms, p99 {row['p99_us'] / 1e3:7.2f} ms, "
+            f"server CPU {row['server_cpu_pct']:.0f}%"
+        )
+
+    def write(self) -> None:
+        for name, rows in (
+            ("results", self.results),
+            ("inprocess", self.inprocess),
+            ("triton_models", self.model_times),
+        ):
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            with open(self.out / f"{name}.csv", "w", newline="") as file:
+                writer = csv.DictWriter(file, columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--profile", action="append", choices=sorted(repositories.PROFILES))
+    parser.add_argument("--gpu", action="store_true", help="members on KIND_GPU instances (see perf/gpu.sh)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    profiles = args.profile or ["small"]
+    out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    mode = MODES[args.mode]
+    bench = Bench(out, mode, args.gpu)
+    bench.planned = len(profiles) * len(SYSTEMS) * len(mode.concurrencies)
+    bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
+    try:
+        for profile in profiles:
+            bench.profile(profile)
+    finally:
+        bench.write()  # whatever was measured, even when a later step failed
+    report.write(out, args.mode, args.gpu)
+    bench.progress(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
