@@ -10,6 +10,8 @@ the PNG plots. Progress goes to stdout, one line per measurement.
 import argparse
 import csv
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -27,6 +29,7 @@ class Mode:
     windows: perf_analyzer.Windows
     inprocess_seconds: float
     batch_sizes: tuple[int, ...]
+    warmup: bool = True  # the members' model_warmup at load: off where only the harness itself is checked
 
 
 MODES = {
@@ -34,13 +37,14 @@ MODES = {
     "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32, 64)),
     "full": Mode((1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64)),
     # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
-    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,)),
+    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False),
 }
 
 
 class Bench:
-    def __init__(self, out: Path, mode: Mode, gpu: bool):
+    def __init__(self, out: Path, mode: Mode, gpu: bool, copies: Path):
         self.out, self.mode, self.gpu = out, mode, gpu
+        self.copies = copies  # this run's generated repository variants
         self.results: list[dict] = []
         self.inprocess: list[dict] = []
         self.model_times: list[dict] = []
@@ -57,14 +61,21 @@ class Bench:
         self.progress(f"{profile}: in-process limit ({self.mode.inprocess_seconds:g} s per batch size)")
         callers = os.cpu_count() or 1
         for result in inprocess_limit.measure(
-            repository, load.input_ids, load.attention_mask, self.mode.batch_sizes, callers, self.mode.inprocess_seconds
+            repository,
+            load.input_ids,
+            load.attention_mask,
+            self.mode.batch_sizes,
+            callers,
+            self.mode.inprocess_seconds,
+            self.gpu,
         ):
             self.inprocess.append({"profile": profile, **asdict(result)})
             self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
 
-        served = repositories.variant(repository, repositories.BUILD / f"{profile}_served", gpu=self.gpu)
+        options = {"gpu": self.gpu, "warmup": self.mode.warmup}
+        served = repositories.variant(repository, self.copies / f"{profile}_served", **options)
         no_batching = repositories.variant(
-            repository, repositories.BUILD / f"{profile}_no_batching", dynamic_batching=False, gpu=self.gpu
+            repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
         )
         members = Fuse(repository).member_names
         starters = {
@@ -103,7 +114,7 @@ class Bench:
         row = {"profile": profile, "system": system.name, "concurrency": concurrency}
         self.done += 1
         try:
-            measured = perf_analyzer.run(argv, raw / f"{name}.log")
+            measured, stable = perf_analyzer.measure(argv, raw / f"{name}.log")
         except perf_analyzer.Failed as error:
             self.results.append({**row, "error": str(error)})
             self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
@@ -111,6 +122,7 @@ class Bench:
         cpu, wall = running.cpu_seconds() - cpu, time.monotonic() - wall
         throughput = measured["Inferences/Second"]
         row |= {
+            "stable": stable,  # False: perf_analyzer's windows never agreed within the mode's stability percentage
             "throughput": throughput,
             **{f"p{p}_us": measured[f"p{p} latency"] for p in (50, 95, 99)},
             "server_cpu_pct": 100 * cpu / wall,
@@ -127,7 +139,7 @@ class Bench:
         self.progress(
             f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: {throughput:8.1f} infer/s, "
             f"p50 {row['p50_us'] / 1e3:7.2f} ms, p99 {row['p99_us'] / 1e3:7.2f} ms, "
-            f"server CPU {row['server_cpu_pct']:.0f}%"
+            f"server CPU {row['server_cpu_pct']:.0f}%" + ("" if stable else " (unstable windows)")
         )
 
     def write(self) -> None:
@@ -156,7 +168,9 @@ def main() -> None:
     out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     mode = MODES[args.mode]
-    bench = Bench(out, mode, args.gpu)
+    repositories.BUILD.mkdir(parents=True, exist_ok=True)
+    copies = Path(tempfile.mkdtemp(prefix="run-", dir=repositories.BUILD))  # runs side by side do not share copies
+    bench = Bench(out, mode, args.gpu, copies)
     bench.planned = len(profiles) * len(SYSTEMS) * len(mode.concurrencies)
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
     try:
@@ -164,6 +178,7 @@ def main() -> None:
             bench.profile(profile)
     finally:
         bench.write()  # whatever was measured, even when a later step failed
+        shutil.rmtree(copies, ignore_errors=True)
     report.write(out, args.mode, args.gpu)
     bench.progress(f"report: {out / 'report.md'}")
 

@@ -56,10 +56,16 @@ def measure_one(
 
 
 def measure(
-    repository: Path, ids: np.ndarray, mask: np.ndarray, batch_sizes: tuple[int, ...], callers: int, seconds: float
+    repository: Path,
+    ids: np.ndarray,
+    mask: np.ndarray,
+    batch_sizes: tuple[int, ...],
+    callers: int,
+    seconds: float,
+    gpu: bool = False,
 ) -> list[Result]:
     """Batch 1 with one caller first, then every batch size with `callers` callers."""
-    ensemble = InProcessEnsemble(repository, threads=1)
+    ensemble = InProcessEnsemble(repository, threads=1, gpu=gpu)
     results = [measure_one(ensemble, ids, mask, 1, 1, seconds)]
     results += [measure_one(ensemble, ids, mask, batch, callers, seconds) for batch in batch_sizes]
     return results

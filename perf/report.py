@@ -130,7 +130,7 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
         cells = []
         for c in concurrencies:
             row = at(results, profile, system.name, int(c))
-            cells.append(f"{ms(row['p50_us'])} / {ms(row['p95_us'])} / {ms(row['p99_us'])}" if row else "—")
+            cells.append(f"{ms(row['p50_us'])} / {ms(row['p95_us'])} / {ms(row['p99_us'])}{mark(row)}" if row else "—")
         top = at(results, profile, system.name, int(max(concurrencies)))
         usage = (
             f"{top['server_cpu_pct']:.0f} | {top['server_cpu_us_per_request']:.0f} | {top['server_memory_mib']:.0f}"
@@ -141,6 +141,11 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
             f"| {system.label} | {best:.0f} | {best / limit['rows_per_s']:.0%} | " + " | ".join(cells) + f" | {usage} |"
         )
     return lines
+
+
+def mark(row: dict) -> str:
+    """A measurement whose windows never agreed within the mode's stability percentage (see the footnote)."""
+    return " ~" if row.get("stable") == "False" else ""
 
 
 def inprocess_table(rows: list[dict]) -> list[str]:
@@ -253,7 +258,7 @@ def write(out: Path, mode: str, gpu: bool = False) -> Path:
     lines = [
         f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
         "",
-        f"Machine: {machine()}; members on {'KIND_GPU' if gpu else 'CPU'}.",
+        f"Machine: {machine()}; members (served and in-process) on {'the GPU' if gpu else 'CPU'}.",
         "",
         "Every served system gets the same batch-1 requests (64 held-out corpus comments, tokenized by the "
         "repository's tokenizer) from the real perf_analyzer 2.51 at fixed concurrency. Triton is measured over gRPC "
@@ -274,6 +279,11 @@ def write(out: Path, mode: str, gpu: bool = False) -> Path:
         lines += targets_table(profile, results, limit, overhead)
         lines += ["", "### Systems", ""]
         lines += systems_table(profile, results, concurrencies, limit)
+        lines += [
+            "",
+            "`~`: perf_analyzer's windows did not agree within the mode's stability percentage (a busy machine); the "
+            "figure is from a re-run that accepts any 3 windows.",
+        ]
         lines += ["", f"### In-process limit (no server; compute limit = batch {limit['batch']:.0f})", ""]
         lines += inprocess_table(rows)
         if overhead:

@@ -36,8 +36,11 @@ def for_profile(profile: str) -> Path:
     return repository
 
 
-def variant(source: Path, destination: Path, dynamic_batching: bool = True, gpu: bool = False) -> Path:
-    """A copy of `source` where no model batches dynamically, or where the members run on KIND_GPU instances."""
+def variant(
+    source: Path, destination: Path, dynamic_batching: bool = True, gpu: bool = False, warmup: bool = True
+) -> Path:
+    """A copy of `source` where no model batches dynamically, the members run on KIND_GPU instances, or nothing
+    warms up at load (quicker starts where only correctness counts)."""
     if destination.exists():
         shutil.rmtree(destination)
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"))  # model.py links: copied
@@ -45,6 +48,8 @@ def variant(source: Path, destination: Path, dynamic_batching: bool = True, gpu:
         config = read_config(model_dir)
         if not dynamic_batching:
             config.ClearField("dynamic_batching")
+        if not warmup:
+            config.ClearField("model_warmup")
         if gpu and config.platform in MEMBER_PLATFORMS:
             for group in config.instance_group:
                 group.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU

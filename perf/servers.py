@@ -13,7 +13,10 @@ import psutil
 
 from server import launch
 
-V0_WORKERS = os.cpu_count() or 1  # one uvicorn worker per core: how a single-app deployment fills the machine
+# One uvicorn process; its thread pool runs the models, which release the GIL, so it can use every core. With
+# `--workers 2`, perf_analyzer saw about 50 ms p50 at concurrency 1 against 11 ms with one process (curl saw no such
+# gap); the cause was not found, so the bench does not charge v0 for it.
+V0_WORKERS = 1
 
 
 @dataclass

@@ -26,6 +26,6 @@ SYSTEMS = (
         "grpc",
         shm=True,
     ),
-    System("v0_monolith", "v0 monolith (FastAPI on uvicorn, a worker per core), HTTP/JSON", "v0", "feedback", "http"),
+    System("v0_monolith", "v0 monolith (FastAPI, one uvicorn process), HTTP/JSON", "v0", "feedback", "http"),
     System("v1_fanout", "v1 fan-out (a FastAPI service per member + combiner), HTTP/JSON", "v1", "feedback", "http"),
 )

@@ -28,26 +28,33 @@ def latest_version(model_dir: Path) -> Path:
 Member = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def load_member(repository: Path, name: str, threads: int = 1) -> Member:
-    """A member's latest version as a function (input_ids, attention_mask) -> probs, run as its config's platform."""
+def load_member(repository: Path, name: str, threads: int = 1, gpu: bool = False) -> Member:
+    """A member's latest version as a function (input_ids, attention_mask) -> probs, run as its config's platform.
+
+    gpu: onnxruntime's CUDA provider (falling back to CPU where it cannot load) or torch on cuda:0.
+    """
     model_dir = repository / name
     platform = read_config(model_dir).platform
     if platform == "onnxruntime_onnx":
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         session = ort.InferenceSession(
-            str(latest_version(model_dir) / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            str(latest_version(model_dir) / "model.onnx"),
+            options,
+            providers=(["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"],
         )
         return lambda input_ids, attention_mask: session.run(
             ["PROBS"], {"INPUT_IDS": input_ids, "ATTENTION_MASK": attention_mask}
         )[0]
     if platform == "pytorch_libtorch":
         torch.set_num_threads(threads)
-        module = torch.jit.load(str(latest_version(model_dir) / "model.pt")).eval()
+        device = "cuda:0" if gpu else "cpu"
+        module = torch.jit.load(str(latest_version(model_dir) / "model.pt"), map_location=device).eval()
 
         def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return module(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
+                ids, mask = torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
+                return module(ids, mask).cpu().numpy()
 
         return run
     raise ValueError(f"{name}: no in-process runner for platform {platform!r}")
@@ -71,10 +78,10 @@ class Fuse:
 
 
 class InProcessEnsemble:
-    def __init__(self, repository: Path, threads: int = 1):
+    def __init__(self, repository: Path, threads: int = 1, gpu: bool = False):
         self.tokenizer = Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
         self.fuse = Fuse(repository)
-        self.members = [load_member(repository, name, threads) for name in self.fuse.member_names]
+        self.members = [load_member(repository, name, threads, gpu) for name in self.fuse.member_names]
 
     def classify_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """PROBS, LABEL and MEMBER_PROBS, as the `feedback` ensemble returns them."""
