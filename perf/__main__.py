@@ -1,6 +1,7 @@
 """`python -m perf` (what `make bench` runs): every system side by side, on the same models and requests.
 
 python -m perf [--mode quick|full|tiny] [--profile small] [--profile minilm] [--gpu] [--out DIR]
+               [--systems NAME,...] [--queue-delay-us N] [--instances N]
 
 Writes DIR (default perf/results/<timestamp>/): results.csv (one row per system and concurrency), inprocess.csv,
 triton_models.csv (Triton's per-model queue/compute split), raw/ (every perf_analyzer CSV and log), report.md and
@@ -42,14 +43,15 @@ MODES = {
 
 
 class Bench:
-    def __init__(self, out: Path, mode: Mode, gpu: bool, copies: Path):
-        self.out, self.mode, self.gpu = out, mode, gpu
+    def __init__(self, out: Path, mode: Mode, gpu: bool, copies: Path, overrides: repositories.Overrides):
+        self.out, self.mode, self.gpu, self.overrides = out, mode, gpu, overrides
         self.copies = copies  # this run's generated repository variants
         self.results: list[dict] = []
         self.inprocess: list[dict] = []
         self.model_times: list[dict] = []
         self.started = time.monotonic()
         self.done, self.planned = 0, 0
+        self.systems = SYSTEMS
 
     def progress(self, message: str) -> None:
         print(f"[{time.monotonic() - self.started:6.0f} s] {message}", flush=True)
@@ -72,7 +74,7 @@ class Bench:
             self.inprocess.append({"profile": profile, **asdict(result)})
             self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
 
-        options = {"gpu": self.gpu, "warmup": self.mode.warmup}
+        options = {"gpu": self.gpu, "warmup": self.mode.warmup, "overrides": self.overrides}
         served = repositories.variant(repository, self.copies / f"{profile}_served", **options)
         no_batching = repositories.variant(
             repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
@@ -85,7 +87,9 @@ class Bench:
             "v1": lambda log: servers.v1_fanout(repository, members, log),
         }
         for server, start in starters.items():
-            systems = [system for system in SYSTEMS if system.server == server]
+            systems = [system for system in self.systems if system.server == server]
+            if not systems:
+                continue
             self.progress(f"{profile}: starting {server}")
             with start(raw / f"{server}.log") as running:
                 for system in systems:
@@ -163,6 +167,9 @@ def main() -> None:
     parser.add_argument("--profile", action="append", choices=sorted(repositories.PROFILES))
     parser.add_argument("--gpu", action="store_true", help="members on KIND_GPU instances (see perf/gpu.sh)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--systems", help="comma-separated system names to measure (default: all)")
+    parser.add_argument("--queue-delay-us", type=int, help="try another max_queue_delay_microseconds (every model)")
+    parser.add_argument("--instances", type=int, help="try another instance count for the members")
     args = parser.parse_args()
     profiles = args.profile or ["small"]
     out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -170,8 +177,15 @@ def main() -> None:
     mode = MODES[args.mode]
     repositories.BUILD.mkdir(parents=True, exist_ok=True)
     copies = Path(tempfile.mkdtemp(prefix="run-", dir=repositories.BUILD))  # runs side by side do not share copies
-    bench = Bench(out, mode, args.gpu, copies)
-    bench.planned = len(profiles) * len(SYSTEMS) * len(mode.concurrencies)
+    overrides = repositories.Overrides(args.queue_delay_us, args.instances)
+    bench = Bench(out, mode, args.gpu, copies, overrides)
+    if args.systems:
+        wanted = args.systems.split(",")
+        unknown = set(wanted) - {system.name for system in SYSTEMS}
+        if unknown:
+            parser.error(f"unknown systems {sorted(unknown)}; known: {[system.name for system in SYSTEMS]}")
+        bench.systems = tuple(system for system in SYSTEMS if system.name in wanted)
+    bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies)
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
     try:
         for profile in profiles:
@@ -179,7 +193,8 @@ def main() -> None:
     finally:
         bench.write()  # whatever was measured, even when a later step failed
         shutil.rmtree(copies, ignore_errors=True)
-    report.write(out, args.mode, args.gpu)
+    changed = ", ".join(f"{key} = {value}" for key, value in asdict(overrides).items() if value is not None)
+    report.write(out, args.mode, args.gpu, changed)
     bench.progress(f"report: {out / 'report.md'}")
 
 

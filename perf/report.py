@@ -252,13 +252,14 @@ def targets_table(profile: str, results: list[dict], limit: dict, overhead: dict
     return lines
 
 
-def write(out: Path, mode: str, gpu: bool = False) -> Path:
+def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
     results, inprocess, model_times = (read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models"))
     concurrencies = sorted({row["concurrency"] for row in results})
     lines = [
         f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
         "",
-        f"Machine: {machine()}; members (served and in-process) on {'the GPU' if gpu else 'CPU'}.",
+        f"Machine: {machine()}; members (served and in-process) on {'the GPU' if gpu else 'CPU'}."
+        + (f" Configs changed for this run: {settings}." if settings else ""),
         "",
         "Every served system gets the same batch-1 requests (64 held-out corpus comments, tokenized by the "
         "repository's tokenizer) from the real perf_analyzer 2.51 at fixed concurrency. Triton is measured over gRPC "

@@ -7,6 +7,7 @@ are.
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -36,22 +37,40 @@ def for_profile(profile: str) -> Path:
     return repository
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """Scheduling settings to try in a run's copies before changing them for good in export/configs.py."""
+
+    queue_delay_us: int | None = None  # every model's dynamic_batching max_queue_delay_microseconds
+    instances: int | None = None  # the members' instance count
+
+
 def variant(
-    source: Path, destination: Path, dynamic_batching: bool = True, gpu: bool = False, warmup: bool = True
+    source: Path,
+    destination: Path,
+    dynamic_batching: bool = True,
+    gpu: bool = False,
+    warmup: bool = True,
+    overrides: Overrides = Overrides(),
 ) -> Path:
-    """A copy of `source` where no model batches dynamically, the members run on KIND_GPU instances, or nothing
-    warms up at load (quicker starts where only correctness counts)."""
+    """A copy of `source` where no model batches dynamically, the members run on KIND_GPU instances, nothing warms
+    up at load (quicker starts where only correctness counts), or `overrides` apply."""
     if destination.exists():
         shutil.rmtree(destination)
     shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__"))  # model.py links: copied
     for model_dir in sorted(p for p in destination.iterdir() if (p / "config.pbtxt").exists()):
         config = read_config(model_dir)
+        member = config.platform in MEMBER_PLATFORMS
         if not dynamic_batching:
             config.ClearField("dynamic_batching")
+        elif overrides.queue_delay_us is not None and config.HasField("dynamic_batching"):
+            config.dynamic_batching.max_queue_delay_microseconds = overrides.queue_delay_us
         if not warmup:
             config.ClearField("model_warmup")
-        if gpu and config.platform in MEMBER_PLATFORMS:
-            for group in config.instance_group:
+        for group in config.instance_group if member else ():
+            if gpu:
                 group.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
+            if overrides.instances is not None:
+                group.count = overrides.instances
         (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
     return destination
