@@ -10,6 +10,7 @@ the PNG plots. Progress goes to stdout, one line per measurement.
 
 import argparse
 import csv
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -30,13 +31,19 @@ class Mode:
     windows: perf_analyzer.Windows
     inprocess_seconds: float
     batch_sizes: tuple[int, ...]
+    # Where one request takes so long that a time window would hold fewer than ~50 of them (the minilm profile), a
+    # window lasts until this many requests completed instead: with c=16 and 1 s per request, a 1 s window can end
+    # with no request completed at all.
+    slow_requests: int = 0
     warmup: bool = True  # the members' model_warmup at load: off where only the harness itself is checked
 
 
 MODES = {
     # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
-    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32, 64)),
-    "full": Mode((1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64)),
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32), slow_requests=32),
+    "full": Mode(
+        (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
+    ),
     # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
     "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False),
 }
@@ -49,6 +56,7 @@ class Bench:
         self.results: list[dict] = []
         self.inprocess: list[dict] = []
         self.model_times: list[dict] = []
+        self.process_cpu: list[dict] = []
         self.started = time.monotonic()
         self.done, self.planned = 0, 0
         self.systems = SYSTEMS
@@ -62,7 +70,7 @@ class Bench:
         load = workload.prepare(repository, raw)
         self.progress(f"{profile}: in-process limit ({self.mode.inprocess_seconds:g} s per batch size)")
         callers = os.cpu_count() or 1
-        for result in inprocess_limit.measure(
+        measured = inprocess_limit.measure(
             repository,
             load.input_ids,
             load.attention_mask,
@@ -70,11 +78,16 @@ class Bench:
             callers,
             self.mode.inprocess_seconds,
             self.gpu,
-        ):
+        )
+        for result in measured:
             self.inprocess.append({"profile": profile, **asdict(result)})
             self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
 
         options = {"gpu": self.gpu, "warmup": self.mode.warmup, "overrides": self.overrides}
+        windows = self.mode.windows
+        if self.mode.slow_requests and measured[0].p50_us * 50 > windows.milliseconds * 1e3:
+            windows = dataclasses.replace(windows, requests=self.mode.slow_requests)
+            self.progress(f"{profile}: slow requests, so each window lasts {windows.requests} requests")
         served = repositories.variant(repository, self.copies / f"{profile}_served", **options)
         no_batching = repositories.variant(
             repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
@@ -94,9 +107,9 @@ class Bench:
             with start(raw / f"{server}.log") as running:
                 for system in systems:
                     for concurrency in self.mode.concurrencies:
-                        self.measure(profile, system, running, concurrency, load, raw)
+                        self.measure(profile, system, running, concurrency, load, raw, windows)
 
-    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path) -> None:
+    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path, windows):
         name = f"{system.name}_c{concurrency}"
         url = running.grpc_url if system.protocol == "grpc" else running.http_url
         inputs = load.text_file if system.model == "feedback_text" else load.ids_file
@@ -108,7 +121,7 @@ class Bench:
             concurrency,
             inputs,
             shapes,
-            self.mode.windows,
+            windows,
             raw / f"{name}.csv",
             shm=system.shm,
         )
@@ -123,17 +136,23 @@ class Bench:
             self.results.append({**row, "error": str(error)})
             self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
             return
-        cpu, wall = running.cpu_seconds() - cpu, time.monotonic() - wall
+        after, wall = running.cpu_seconds(), time.monotonic() - wall
+        by_role = {name: spent - cpu.get(name, 0.0) for name, spent in after.items()}
         throughput = measured["Inferences/Second"]
         row |= {
             "stable": stable,  # False: perf_analyzer's windows never agreed within the mode's stability percentage
             "throughput": throughput,
             **{f"p{p}_us": measured[f"p{p} latency"] for p in (50, 95, 99)},
-            "server_cpu_pct": 100 * cpu / wall,
-            "server_cpu_us_per_request": cpu / wall / throughput * 1e6,
+            "server_cpu_pct": 100 * sum(by_role.values()) / wall,
+            "server_cpu_us_per_request": sum(by_role.values()) / wall / throughput * 1e6,
             "server_memory_mib": running.memory_mib(),
         }
         self.results.append(row)
+        for name, spent in sorted(by_role.items()):
+            self.process_cpu.append(
+                {"profile": profile, "system": system.name, "concurrency": concurrency, "process": name}
+                | {"cpu_us_per_request": spent / wall / throughput * 1e6}
+            )
         if before is not None:
             for model, times in triton_stats.difference(triton_stats.snapshot(running.http_url), before).items():
                 self.model_times.append(
@@ -151,6 +170,7 @@ class Bench:
             ("results", self.results),
             ("inprocess", self.inprocess),
             ("triton_models", self.model_times),
+            ("process_cpu", self.process_cpu),
         ):
             columns = list(dict.fromkeys(key for row in rows for key in row))
             with open(self.out / f"{name}.csv", "w", newline="") as file:

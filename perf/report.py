@@ -115,8 +115,8 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
     )
     top_c = f"c={max(concurrencies):.0f}"
     lines = [
-        head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | server PSS MiB |",
-        "|---" * (len(concurrencies) + 6) + "|",
+        head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | CPU efficiency | server PSS MiB |",
+        "|---" * (len(concurrencies) + 7) + "|",
     ]
     for system in SYSTEMS:
         best = saturation(results, profile, system.name)
@@ -133,9 +133,10 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
             cells.append(f"{ms(row['p50_us'])} / {ms(row['p95_us'])} / {ms(row['p99_us'])}{mark(row)}" if row else "—")
         top = at(results, profile, system.name, int(max(concurrencies)))
         usage = (
-            f"{top['server_cpu_pct']:.0f} | {top['server_cpu_us_per_request']:.0f} | {top['server_memory_mib']:.0f}"
+            f"{top['server_cpu_pct']:.0f} | {top['server_cpu_us_per_request']:.0f} | "
+            f"{limit['cpu_us_per_row'] / top['server_cpu_us_per_request']:.0%} | {top['server_memory_mib']:.0f}"
             if top
-            else "— | — | —"
+            else "— | — | — | —"
         )
         lines.append(
             f"| {system.label} | {best:.0f} | {best / limit['rows_per_s']:.0%} | " + " | ".join(cells) + f" | {usage} |"
@@ -146,6 +147,17 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
 def mark(row: dict) -> str:
     """A measurement whose windows never agreed within the mode's stability percentage (see the footnote)."""
     return " ~" if row.get("stable") == "False" else ""
+
+
+def process_table(profile: str, process_cpu: list[dict], concurrency: float) -> list[str]:
+    """Server CPU µs per request by process: what each Python-backend stub, tritonserver or web app costs."""
+    lines = [f"| system (c={concurrency:.0f}) | server CPU µs per request, by process |", "|---|---|"]
+    for system in SYSTEMS:
+        rows = pick(process_cpu, profile=profile, system=system.name, concurrency=concurrency)
+        if rows:
+            parts = ", ".join(f"{row['process']} {row['cpu_us_per_request']:.0f}" for row in rows)
+            lines.append(f"| {system.label} | {parts} |")
+    return lines
 
 
 def inprocess_table(rows: list[dict]) -> list[str]:
@@ -253,7 +265,9 @@ def targets_table(profile: str, results: list[dict], limit: dict, overhead: dict
 
 
 def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
-    results, inprocess, model_times = (read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models"))
+    results, inprocess, model_times, process_cpu = (
+        read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models", "process_cpu")
+    )
     concurrencies = sorted({row["concurrency"] for row in results})
     lines = [
         f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
@@ -283,8 +297,13 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         lines += [
             "",
             "`~`: perf_analyzer's windows did not agree within the mode's stability percentage (a busy machine); the "
-            "figure is from a re-run that accepts any 3 windows.",
+            "figure is from a re-run that accepts any 3 windows. CPU efficiency = in-process CPU µs per row (best "
+            "batch) / server CPU µs per request: unlike throughput, it hardly moves when other work shares the "
+            "machine.",
+            "",
         ]
+        for concurrency in sorted({min(concurrencies), max(concurrencies)}):
+            lines += process_table(profile, process_cpu, concurrency) + [""]
         lines += ["", f"### In-process limit (no server; compute limit = batch {limit['batch']:.0f})", ""]
         lines += inprocess_table(rows)
         if overhead:

@@ -1,6 +1,7 @@
 """Start each system's server processes on free ports, measure their CPU time and memory, stop them by PID."""
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,16 +38,17 @@ class Running:
                 pass
         return found
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU time of every server process so far (children of the stubs included)."""
-        total = 0.0
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time so far of each server process, by role (see `role`)."""
+        spent: dict[str, float] = {}
         for process in self.tree():
             try:
                 times = process.cpu_times()
-                total += times.user + times.system
+                name = role(process)
             except psutil.NoSuchProcess:
-                pass
-        return total
+                continue
+            spent[name] = spent.get(name, 0.0) + times.user + times.system
+        return spent
 
     def memory_mib(self) -> float:
         """Sum of PSS over the server processes: forked workers share pages, and PSS counts a shared page once."""
@@ -57,6 +59,22 @@ class Running:
             except psutil.NoSuchProcess:
                 pass
         return total / 2**20
+
+
+STUB_INSTANCE = re.compile(r"^(\w+)_\d+_\d+$")  # the stub's argument naming its model instance: `fuse_0_0`
+
+
+def role(process: psutil.Process) -> str:
+    """tritonserver, a Python-backend stub by model, or a web app by factory (and member): where CPU time goes."""
+    argv = process.cmdline()
+    if argv and argv[0].endswith("triton_python_backend_stub"):
+        instance = next((STUB_INSTANCE.match(arg) for arg in argv if STUB_INSTANCE.match(arg)), None)
+        return f"stub {instance.group(1) if instance else '?'}"
+    if "--factory" in argv:
+        factory = argv[argv.index("--factory") + 1].split(":")[-1]
+        member = process.environ().get("BENCH_MEMBER")
+        return f"{factory} {member}" if member else factory
+    return Path(argv[0]).name if argv else process.name()
 
 
 def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: float = 180) -> None:
