@@ -40,7 +40,7 @@ class Mode:
 
 MODES = {
     # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
-    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32), slow_requests=32),
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32), slow_requests=16),
     "full": Mode(
         (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
     ),

@@ -1,11 +1,13 @@
-"""The no-server limit: the same members and fuse step called directly in this process, nothing else.
+"""The no-server limit: the same members and fuse step called directly, with nothing else in between.
 
 Batch 1 with one caller is the latency floor. The compute limit of the machine is the best rows/s over batch sizes
-with one caller per core (onnxruntime and torch release the GIL, so the callers overlap like Triton's instances).
+with one caller per core. Each caller is its own process with its own copy of the models, as each Triton instance
+is: threads of one process do not overlap here (onnxruntime's `run` kept two threads at one core's worth of CPU).
 """
 
-import threading
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,37 +24,27 @@ class Result:
     p50_us: float  # per call (one call classifies `batch` rows)
     p95_us: float
     p99_us: float
-    cpu_us_per_row: float  # this process's CPU time per classified row
+    cpu_us_per_row: float  # the callers' CPU time per classified row
 
 
-def measure_one(
-    ensemble: InProcessEnsemble, ids: np.ndarray, mask: np.ndarray, batch: int, callers: int, seconds: float
-) -> Result:
-    rows = np.arange(batch) % len(ids)
-    batch_ids, batch_mask = np.ascontiguousarray(ids[rows]), np.ascontiguousarray(mask[rows])
-    ensemble.classify_ids(batch_ids, batch_mask)  # warm-up: first calls allocate
-    latencies: list[list[float]] = [[] for _ in range(callers)]
-    deadline = time.perf_counter() + seconds
+_ensemble: InProcessEnsemble | None = None  # one per caller process
 
-    def loop(out: list[float]) -> None:
-        while True:
-            started = time.perf_counter()
-            if started >= deadline:
-                return
-            ensemble.classify_ids(batch_ids, batch_mask)
-            out.append(time.perf_counter() - started)
 
-    threads = [threading.Thread(target=loop, args=(out,)) for out in latencies]
-    cpu, wall = time.process_time(), time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    calls = np.concatenate([np.array(out) for out in latencies]) * 1e6
-    done = len(calls) * batch
-    p50, p95, p99 = np.percentile(calls, [50, 95, 99])
-    return Result(batch, callers, done / wall, p50, p95, p99, cpu / done * 1e6)
+def _load(repository: Path, gpu: bool) -> None:
+    global _ensemble
+    _ensemble = InProcessEnsemble(repository, threads=1, gpu=gpu)
+
+
+def _call_for(ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[np.ndarray, float, float]:
+    """Call the ensemble on this batch for `seconds`: (latencies in µs, wall s, CPU s)."""
+    _ensemble.classify_ids(ids, mask)  # warm-up: first calls allocate
+    latencies = []
+    cpu, started = time.process_time(), time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        call = time.perf_counter()
+        _ensemble.classify_ids(ids, mask)
+        latencies.append(time.perf_counter() - call)
+    return np.array(latencies) * 1e6, time.perf_counter() - started, time.process_time() - cpu
 
 
 def measure(
@@ -65,11 +57,17 @@ def measure(
     gpu: bool = False,
 ) -> list[Result]:
     """Batch 1 with one caller first, then every batch size with `callers` callers."""
-    ensemble = InProcessEnsemble(repository, threads=1, gpu=gpu)
-    results = [measure_one(ensemble, ids, mask, 1, 1, seconds)]
-    results += [measure_one(ensemble, ids, mask, batch, callers, seconds) for batch in batch_sizes]
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch or onnxruntime state inherited
+    with ProcessPoolExecutor(callers, context, initializer=_load, initargs=(repository, gpu)) as pool:
+        results = []
+        for batch, count in [(1, 1)] + [(batch, callers) for batch in batch_sizes]:
+            rows = np.arange(batch) % len(ids)
+            batch_ids, batch_mask = np.ascontiguousarray(ids[rows]), np.ascontiguousarray(mask[rows])
+            # An idle worker takes each job, so `count` jobs run in `count` processes at once.
+            runs = [f.result() for f in [pool.submit(_call_for, batch_ids, batch_mask, seconds) for _ in range(count)]]
+            latencies = np.concatenate([latency for latency, _, _ in runs])
+            done = len(latencies) * batch
+            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+            wall, cpu = max(run[1] for run in runs), sum(run[2] for run in runs)
+            results.append(Result(batch, count, done / wall, p50, p95, p99, cpu / done * 1e6))
     return results
-
-
-def best(results: list[Result]) -> Result:
-    return max(results, key=lambda result: result.rows_per_s)
