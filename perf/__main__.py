@@ -137,7 +137,7 @@ class Bench:
             self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
             return
         after, wall = running.cpu_seconds(), time.monotonic() - wall
-        by_role = {name: spent - cpu.get(name, 0.0) for name, spent in after.items()}
+        by_role = {process: spent - cpu.get(process, 0.0) for process, spent in after.items()}
         throughput = measured["Inferences/Second"]
         row |= {
             "stable": stable,  # False: perf_analyzer's windows never agreed within the mode's stability percentage
@@ -148,9 +148,9 @@ class Bench:
             "server_memory_mib": running.memory_mib(),
         }
         self.results.append(row)
-        for name, spent in sorted(by_role.items()):
+        for process, spent in sorted(by_role.items()):
             self.process_cpu.append(
-                {"profile": profile, "system": system.name, "concurrency": concurrency, "process": name}
+                {"profile": profile, "system": system.name, "concurrency": concurrency, "process": process}
                 | {"cpu_us_per_request": spent / wall / throughput * 1e6}
             )
         if before is not None:
