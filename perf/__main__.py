@@ -1,7 +1,7 @@
 """`python -m perf` (what `make bench` runs): every system side by side, on the same models and requests.
 
 python -m perf [--mode quick|full|tiny] [--profile small] [--profile minilm] [--gpu] [--out DIR]
-               [--systems NAME,...] [--queue-delay-us N] [--instances N]
+               [--systems NAME,...] [--queue-delay-us N] [--instances N] [--threads N]
 
 Writes DIR (default perf/results/<timestamp>/): results.csv (one row per system and concurrency), inprocess.csv,
 triton_models.csv (Triton's per-model queue/compute split), raw/ (every perf_analyzer CSV and log), report.md and
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--systems", help="comma-separated system names to measure (default: all)")
     parser.add_argument("--queue-delay-us", type=int, help="try another max_queue_delay_microseconds (every model)")
     parser.add_argument("--instances", type=int, help="try another instance count for the members")
+    parser.add_argument("--threads", type=int, help="try another intra-op thread count for the members")
     args = parser.parse_args()
     profiles = args.profile or ["small"]
     out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -197,7 +198,7 @@ def main() -> None:
     mode = MODES[args.mode]
     repositories.BUILD.mkdir(parents=True, exist_ok=True)
     copies = Path(tempfile.mkdtemp(prefix="run-", dir=repositories.BUILD))  # runs side by side do not share copies
-    overrides = repositories.Overrides(args.queue_delay_us, args.instances)
+    overrides = repositories.Overrides(args.queue_delay_us, args.instances, args.threads)
     bench = Bench(out, mode, args.gpu, copies, overrides)
     if args.systems:
         wanted = args.systems.split(",")

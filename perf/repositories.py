@@ -20,6 +20,7 @@ from server.launch import ROOT
 BUILD = ROOT / "build" / "bench"
 PROFILES = tuple(SHAPES)  # small: the default members; minilm: a MiniLM-L6-shaped transformer (realistic cost)
 MEMBER_PLATFORMS = ("onnxruntime_onnx", "pytorch_libtorch")
+THREAD_PARAMETERS = ("intra_op_thread_count", "INTRA_OP_THREAD_COUNT")  # as export/configs.py writes them
 
 
 def for_profile(profile: str) -> Path:
@@ -43,6 +44,7 @@ class Overrides:
 
     queue_delay_us: int | None = None  # every model's dynamic_batching max_queue_delay_microseconds
     instances: int | None = None  # the members' instance count
+    threads: int | None = None  # the members' intra-op threads per instance
 
 
 def variant(
@@ -72,5 +74,8 @@ def variant(
                 group.kind = model_config_pb2.ModelInstanceGroup.KIND_GPU
             if overrides.instances is not None:
                 group.count = overrides.instances
+        for key in THREAD_PARAMETERS if member and overrides.threads is not None else ():
+            if key in config.parameters:
+                config.parameters[key].string_value = str(overrides.threads)
         (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
     return destination
