@@ -1,4 +1,5 @@
 # `make serve`: install, export if needed, run Triton in the foreground. `make test`: install, export, pytest.
+# `make bench [BENCH=quick|full] [PROFILE="small minilm"]`: perf/ against the in-process limit, v0 and v1.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,10 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
              model_repository/check_tokens/config.pbtxt
 
-.PHONY: install export serve test lint clean bench-client compose-tools gpu-overlay deploy rollback
+BENCH ?= quick
+PROFILE ?= small minilm
+
+.PHONY: install export serve test lint clean bench bench-client compose-tools gpu-overlay deploy rollback
 
 install: $(INSTALLED)
 
@@ -31,6 +35,9 @@ serve: export
 
 test: export compose-tools
 	$(PY) -m pytest
+
+bench: export
+	$(PY) -m perf --mode $(BENCH) $(foreach profile,$(PROFILE),--profile $(profile))
 
 bench-client: export  # shared memory against plain gRPC through the client library
 	$(PY) -m perf.client_shm --output perf/results/client_shm.md

@@ -12,7 +12,6 @@ import argparse
 import datetime
 import os
 import platform
-import socket
 import time
 from pathlib import Path
 
@@ -20,16 +19,10 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from client import FeedbackClient
-from server.launch import ROOT, Ports, start, stop, wait_ready
+from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
 MODES = ["none", "system"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def measure(client: FeedbackClient, ids: np.ndarray, mask: np.ndarray, seconds: float) -> dict[str, float]:
@@ -51,7 +44,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, help="also write the markdown table here")
     args = parser.parse_args()
 
-    ports = Ports(free_port(), free_port(), free_port())
+    ports = Ports(*free_ports(3))
     server = start(ROOT / "model_repository", ports, log=ROOT / "build" / "client_shm_server.log")
     rng = np.random.default_rng(0)
     vocab = Tokenizer.from_file(str(ROOT / "model_repository/tokenizer/1/tokenizer.json")).get_vocab_size()

@@ -3,6 +3,7 @@
 It is the reference the tests hold the server to, and the no-server limit the benchmarks compare against.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,30 +25,67 @@ def latest_version(model_dir: Path) -> Path:
     return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
-class InProcessEnsemble:
-    def __init__(self, repository: Path, threads: int = 1):
-        self.tokenizer = Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
+Member = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def load_member(repository: Path, name: str, threads: int = 1, gpu: bool = False) -> Member:
+    """A member's latest version as a function (input_ids, attention_mask) -> probs, run as its config's platform.
+
+    gpu: onnxruntime's CUDA provider (falling back to CPU where it cannot load) or torch on cuda:0.
+    """
+    model_dir = repository / name
+    platform = read_config(model_dir).platform
+    if platform == "onnxruntime_onnx":
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        self.transformer = ort.InferenceSession(
-            str(latest_version(repository / "transformer") / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        session = ort.InferenceSession(
+            str(latest_version(model_dir) / "model.onnx"),
+            options,
+            providers=(["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"],
         )
+        return lambda input_ids, attention_mask: session.run(
+            ["PROBS"], {"INPUT_IDS": input_ids, "ATTENTION_MASK": attention_mask}
+        )[0]
+    if platform == "pytorch_libtorch":
         torch.set_num_threads(threads)
-        self.textcnn = torch.jit.load(str(latest_version(repository / "textcnn") / "model.pt")).eval()
-        fuse = read_config(repository / "fuse")
-        parameters = {key: value.string_value for key, value in fuse.parameters.items()}
+        device = "cuda:0" if gpu else "cpu"
+        module = torch.jit.load(str(latest_version(model_dir) / "model.pt"), map_location=device).eval()
+
+        def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                ids, mask = torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
+                return module(ids, mask).cpu().numpy()
+
+        return run
+    raise ValueError(f"{name}: no in-process runner for platform {platform!r}")
+
+
+class Fuse:
+    """The fuse step alone, as the repository's fuse config sets it up: member probabilities to ensemble outputs."""
+
+    def __init__(self, repository: Path):
+        config = read_config(repository / "fuse")
+        parameters = {key: value.string_value for key, value in config.parameters.items()}
         self.class_names = parameters["class_names"].split(",")
-        members = [tensor.name.removesuffix("_probs") for tensor in fuse.input]
-        self.combine = make_combiner(members, parameters, str(latest_version(repository / "fuse")))
+        self.member_names = [tensor.name.removesuffix("_probs") for tensor in config.input]
+        self.combine = make_combiner(self.member_names, parameters, str(latest_version(repository / "fuse")))
+
+    def __call__(self, member_probs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """member_probs in member_names order."""
+        stacked = stack_members(member_probs, len(self.class_names))
+        probs = self.combine(stacked)
+        return {"PROBS": probs, "LABEL": labels(probs, self.class_names), "MEMBER_PROBS": stacked}
+
+
+class InProcessEnsemble:
+    def __init__(self, repository: Path, threads: int = 1, gpu: bool = False):
+        self.tokenizer = Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
+        self.fuse = Fuse(repository)
+        self.members = [load_member(repository, name, threads, gpu) for name in self.fuse.member_names]
 
     def classify_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """PROBS, LABEL and MEMBER_PROBS, as the `feedback` ensemble returns them."""
-        transformer = self.transformer.run(["PROBS"], {"INPUT_IDS": input_ids, "ATTENTION_MASK": attention_mask})[0]
-        with torch.inference_mode():
-            textcnn = self.textcnn(torch.from_numpy(input_ids), torch.from_numpy(attention_mask)).numpy()
-        stacked = stack_members([transformer, textcnn], len(self.class_names))
-        probs = self.combine(stacked)
-        return {"PROBS": probs, "LABEL": labels(probs, self.class_names), "MEMBER_PROBS": stacked}
+        return self.fuse([member(input_ids, attention_mask) for member in self.members])
 
     def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return encode(self.tokenizer, np.array(texts, dtype=object))

@@ -39,6 +39,17 @@ class Ports:
     metrics: int = 8002
 
 
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 now, for servers started beside others (tests, benchmarks, deploy's trial loads)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
 def precompile(repository: Path) -> None:
     """Write each version folder's model.py bytecode before Triton starts.
 
@@ -180,14 +191,3 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, 9)
             process.wait()
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nothing listens on now, for a server started beside others (tests, deploy's trial loads)."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports

@@ -1,0 +1,223 @@
+"""`python -m perf` (what `make bench` runs): every system side by side, on the same models and requests.
+
+python -m perf [--mode quick|full|tiny] [--profile small] [--profile minilm] [--gpu] [--out DIR]
+               [--systems NAME,...] [--queue-delay-us N] [--instances N] [--threads N]
+
+Writes DIR (default perf/results/<timestamp>/): results.csv (one row per system and concurrency), inprocess.csv,
+triton_models.csv (Triton's per-model queue/compute split), raw/ (every perf_analyzer CSV and log), report.md and
+the PNG plots. Progress goes to stdout, one line per measurement.
+"""
+
+import argparse
+import csv
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from perf import inprocess_limit, perf_analyzer, report, repositories, servers, triton_stats, workload
+from perf.systems import SYSTEMS, System
+from python_backend.inprocess import Fuse
+from server.launch import ROOT
+
+
+@dataclass(frozen=True)
+class Mode:
+    concurrencies: tuple[int, ...]
+    windows: perf_analyzer.Windows
+    inprocess_seconds: float
+    batch_sizes: tuple[int, ...]
+    # Where one request takes so long that a time window would hold fewer than ~50 of them (the minilm profile), a
+    # window lasts until this many requests completed instead: with c=16 and 1 s per request, a 1 s window can end
+    # with no request completed at all.
+    slow_requests: int = 0
+    warmup: bool = True  # the members' model_warmup at load: off where only the harness itself is checked
+
+
+MODES = {
+    # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32), slow_requests=16),
+    "full": Mode(
+        (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
+    ),
+    # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
+    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False),
+}
+
+
+class Bench:
+    def __init__(self, out: Path, mode: Mode, gpu: bool, copies: Path, overrides: repositories.Overrides):
+        self.out, self.mode, self.gpu, self.overrides = out, mode, gpu, overrides
+        self.copies = copies  # this run's generated repository variants
+        self.results: list[dict] = []
+        self.inprocess: list[dict] = []
+        self.model_times: list[dict] = []
+        self.process_cpu: list[dict] = []
+        self.started = time.monotonic()
+        self.done, self.planned = 0, 0
+        self.systems = SYSTEMS
+
+    def progress(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.0f} s] {message}", flush=True)
+
+    def profile(self, profile: str) -> None:
+        repository = repositories.for_profile(profile)
+        raw = self.out / "raw" / profile
+        load = workload.prepare(repository, raw)
+        self.progress(f"{profile}: in-process limit ({self.mode.inprocess_seconds:g} s per batch size)")
+        callers = os.cpu_count() or 1
+        measured = inprocess_limit.measure(
+            repository,
+            load.input_ids,
+            load.attention_mask,
+            self.mode.batch_sizes,
+            callers,
+            self.mode.inprocess_seconds,
+            self.gpu,
+        )
+        for result in measured:
+            self.inprocess.append({"profile": profile, **asdict(result)})
+            self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
+
+        options = {"gpu": self.gpu, "warmup": self.mode.warmup, "overrides": self.overrides}
+        windows = self.mode.windows
+        if self.mode.slow_requests and measured[0].p50_us * 50 > windows.milliseconds * 1e3:
+            windows = dataclasses.replace(windows, requests=self.mode.slow_requests)
+            self.progress(f"{profile}: slow requests, so each window lasts {windows.requests} requests")
+        served = repositories.variant(repository, self.copies / f"{profile}_served", **options)
+        no_batching = repositories.variant(
+            repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
+        )
+        members = Fuse(repository).member_names
+        starters = {
+            "triton": lambda log: servers.triton(served, log),
+            "triton_no_batching": lambda log: servers.triton(no_batching, log),
+            "v0": lambda log: servers.v0_monolith(repository, log),
+            "v1": lambda log: servers.v1_fanout(repository, members, log),
+        }
+        for server, start in starters.items():
+            systems = [system for system in self.systems if system.server == server]
+            if not systems:
+                continue
+            self.progress(f"{profile}: starting {server}")
+            with start(raw / f"{server}.log") as running:
+                for system in systems:
+                    for concurrency in self.mode.concurrencies:
+                        self.measure(profile, system, running, concurrency, load, raw, windows)
+
+    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path, windows):
+        name = f"{system.name}_c{concurrency}"
+        url = running.grpc_url if system.protocol == "grpc" else running.http_url
+        inputs = load.text_file if system.model == "feedback_text" else load.ids_file
+        shapes = {} if system.model == "feedback_text" else {"INPUT_IDS": load.seq_len, "ATTENTION_MASK": load.seq_len}
+        argv = perf_analyzer.command(
+            system.model,
+            url,
+            system.protocol,
+            concurrency,
+            inputs,
+            shapes,
+            windows,
+            raw / f"{name}.csv",
+            shm=system.shm,
+        )
+        triton = system.server.startswith("triton")
+        before = triton_stats.snapshot(running.http_url) if triton else None
+        cpu, wall = running.cpu_seconds(), time.monotonic()
+        row = {"profile": profile, "system": system.name, "concurrency": concurrency}
+        self.done += 1
+        try:
+            measured, stable = perf_analyzer.measure(argv, raw / f"{name}.log")
+        except perf_analyzer.Failed as error:
+            self.results.append({**row, "error": str(error)})
+            self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
+            return
+        after, wall = running.cpu_seconds(), time.monotonic() - wall
+        by_role = {process: spent - cpu.get(process, 0.0) for process, spent in after.items()}
+        throughput = measured["Inferences/Second"]
+        row |= {
+            "stable": stable,  # False: perf_analyzer's windows never agreed within the mode's stability percentage
+            "throughput": throughput,
+            **{f"p{p}_us": measured[f"p{p} latency"] for p in (50, 95, 99)},
+            "server_cpu_pct": 100 * sum(by_role.values()) / wall,
+            "server_cpu_us_per_request": sum(by_role.values()) / wall / throughput * 1e6,
+            "server_memory_mib": running.memory_mib(),
+        }
+        self.results.append(row)
+        for process, spent in sorted(by_role.items()):
+            self.process_cpu.append(
+                {"profile": profile, "system": system.name, "concurrency": concurrency, "process": process}
+                | {"cpu_us_per_request": spent / wall / throughput * 1e6}
+            )
+        if before is not None:
+            for model, times in triton_stats.difference(triton_stats.snapshot(running.http_url), before).items():
+                self.model_times.append(
+                    {"profile": profile, "system": system.name, "concurrency": concurrency, "model": model}
+                    | asdict(times)
+                )
+        self.progress(
+            f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: {throughput:8.1f} infer/s, "
+            f"p50 {row['p50_us'] / 1e3:7.2f} ms, p99 {row['p99_us'] / 1e3:7.2f} ms, "
+            f"server CPU {row['server_cpu_pct']:.0f}%" + ("" if stable else " (unstable windows)")
+        )
+
+    def write(self) -> None:
+        for name, rows in (
+            ("results", self.results),
+            ("inprocess", self.inprocess),
+            ("triton_models", self.model_times),
+            ("process_cpu", self.process_cpu),
+        ):
+            columns = list(dict.fromkeys(key for row in rows for key in row))
+            with open(self.out / f"{name}.csv", "w", newline="") as file:
+                writer = csv.DictWriter(file, columns)
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m perf", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mode", choices=sorted(MODES), default="quick")
+    parser.add_argument("--profile", action="append", choices=sorted(repositories.PROFILES))
+    parser.add_argument("--gpu", action="store_true", help="members on KIND_GPU instances (see perf/gpu.sh)")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--systems", help="comma-separated system names to measure (default: all)")
+    parser.add_argument("--queue-delay-us", type=int, help="try another max_queue_delay_microseconds (every model)")
+    parser.add_argument("--instances", type=int, help="try another instance count for the members")
+    parser.add_argument("--threads", type=int, help="try another intra-op thread count for the members")
+    args = parser.parse_args()
+    profiles = args.profile or ["small"]
+    out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    mode = MODES[args.mode]
+    repositories.BUILD.mkdir(parents=True, exist_ok=True)
+    copies = Path(tempfile.mkdtemp(prefix="run-", dir=repositories.BUILD))  # runs side by side do not share copies
+    overrides = repositories.Overrides(args.queue_delay_us, args.instances, args.threads)
+    bench = Bench(out, mode, args.gpu, copies, overrides)
+    if args.systems:
+        wanted = args.systems.split(",")
+        unknown = set(wanted) - {system.name for system in SYSTEMS}
+        if unknown:
+            parser.error(f"unknown systems {sorted(unknown)}; known: {[system.name for system in SYSTEMS]}")
+        bench.systems = tuple(system for system in SYSTEMS if system.name in wanted)
+    bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies)
+    bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
+    try:
+        for profile in profiles:
+            bench.profile(profile)
+    finally:
+        bench.write()  # whatever was measured, even when a later step failed
+        shutil.rmtree(copies, ignore_errors=True)
+    changed = ", ".join(f"{key} = {value}" for key, value in asdict(overrides).items() if value is not None)
+    report.write(out, args.mode, args.gpu, changed)
+    bench.progress(f"report: {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The two architectures the Triton ensemble replaces, as FastAPI apps served by uvicorn (JSON in and out).
+
+v0 `monolith`: one web app with every model in memory, combining predictions in Python.
+v1 `member` + `combiner`: one HTTP service per member model, and a thin app that fans each request out to all of
+them and fuses the answers. Neither batches across requests; that is what they look like in the field.
+
+All three speak KServe v2 HTTP/JSON (perf/kserve.py) and are configured by environment variables, because uvicorn
+imports them by name in each worker (`uvicorn --factory perf.apps:monolith`):
+  BENCH_REPOSITORY  the model repository to load from (the same files Triton serves)
+  BENCH_MEMBER      member: which member model to serve
+  BENCH_MEMBER_URLS combiner: "name=http://host:port,..." for every member the fuse config names
+"""
+
+import asyncio
+import os
+from pathlib import Path
+
+import httpx
+import numpy as np
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from perf import kserve
+from python_backend.errors import BadRequest
+from python_backend.inprocess import Fuse, InProcessEnsemble, load_member, read_config
+from python_backend.validation import check_token_inputs
+
+
+def _repository() -> Path:
+    return Path(os.environ["BENCH_REPOSITORY"])
+
+
+def _check_tokens(repository: Path):
+    """The same validation `check_tokens` does in front of the Triton ensemble, with the same limits."""
+    parameters = {key: value.string_value for key, value in read_config(repository / "check_tokens").parameters.items()}
+    vocab_size, max_seq_len = int(parameters["vocab_size"]), int(parameters["max_seq_len"])
+
+    def check(inputs: kserve.Arrays) -> tuple[np.ndarray, np.ndarray]:
+        ids, mask = inputs.get("INPUT_IDS"), inputs.get("ATTENTION_MASK")
+        if ids is None or mask is None:
+            raise BadRequest("expected inputs INPUT_IDS and ATTENTION_MASK")
+        check_token_inputs(ids, mask, vocab_size, max_seq_len)
+        return ids, mask
+
+    return check
+
+
+def _as_one_model(repository: Path, platform: str):
+    """The `feedback` ensemble's config (name, inputs, outputs) for an app that serves it as one model."""
+    config = read_config(repository / "feedback")
+    config.ClearField("ensemble_scheduling")
+    config.platform = platform
+    return config
+
+
+def monolith() -> FastAPI:
+    repository = _repository()
+    ensemble = InProcessEnsemble(repository)
+    check = _check_tokens(repository)
+
+    async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
+        # Models run in the thread pool, as a plain `def` endpoint would: the event loop keeps accepting requests.
+        return await run_in_threadpool(lambda: ensemble.classify_ids(*check(inputs)))
+
+    return kserve.app(_as_one_model(repository, "v0-monolith"), infer)
+
+
+def member() -> FastAPI:
+    repository = _repository()
+    name = os.environ["BENCH_MEMBER"]
+    config = read_config(repository / name)
+    run = load_member(repository, name)
+    ids_name, mask_name = (tensor.name for tensor in config.input)
+    output_name = config.output[0].name
+
+    async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
+        return {output_name: await run_in_threadpool(run, inputs[ids_name], inputs[mask_name])}
+
+    return kserve.app(config, infer)
+
+
+def combiner() -> FastAPI:
+    repository = _repository()
+    fuse = Fuse(repository)
+    check = _check_tokens(repository)
+    urls = dict(item.split("=", 1) for item in os.environ["BENCH_MEMBER_URLS"].split(","))
+    members = []  # (url, input names, output name) in the fuse step's member order
+    for name in fuse.member_names:
+        config = read_config(repository / name)
+        members.append((f"{urls[name]}/v2/models/{name}/infer", [t.name for t in config.input], config.output[0].name))
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=60)
+
+    async def call(url: str, input_names: list[str], output_name: str, ids, mask) -> np.ndarray:
+        body = {"inputs": kserve.encode_tensors(dict(zip(input_names, (ids, mask), strict=True)))}
+        answer = await client.post(url, json=body)
+        answer.raise_for_status()
+        return kserve.decode_tensors(answer.json()["outputs"])[output_name]
+
+    async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
+        ids, mask = check(inputs)
+        probs = await asyncio.gather(*(call(*member, ids, mask) for member in members))
+        return fuse(list(probs))
+
+    return kserve.app(_as_one_model(repository, "v1-combiner"), infer)

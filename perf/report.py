@@ -1,0 +1,327 @@
+"""report.md and PNG plots from a run's CSVs: every figure is read from what the run measured.
+
+`python -m perf.report DIR` rebuilds them from DIR's CSVs.
+"""
+
+import csv
+import os
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a server
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+from perf.systems import SYSTEMS  # noqa: E402
+
+LABELS = {system.name: system.label for system in SYSTEMS}
+SHM = "triton_grpc_shm"  # the served system the issue's targets are set for
+TARGET_CONCURRENCY = 16
+MEMBERS = ("transformer", "textcnn")  # the ensemble's parallel step
+TARGETS = {  # from issue #5, checked against each run
+    "efficiency_minilm": 0.90,
+    "overhead_small_us": 100.0,
+    "vs_v0": 3.0,
+    "vs_v1": 5.0,
+    "fuse_us": 300.0,
+}
+
+
+def read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path) as file:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def _number(value: str):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def machine() -> str:
+    with open("/proc/meminfo") as meminfo:
+        mem_kib = int(meminfo.readline().split()[1])
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
+    )
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem_kib / 2**20:.0f} GiB, {platform.machine()}, "
+        f"Python {sys.version.split()[0]}, run on {date.today().isoformat()}"
+    )
+
+
+def ms(us) -> str:
+    return f"{us / 1e3:.2f}" if isinstance(us, float) else "—"
+
+
+def pick(rows: list[dict], **match) -> list[dict]:
+    return [row for row in rows if all(row.get(key) == value for key, value in match.items())]
+
+
+def at(results: list[dict], profile: str, system: str, concurrency: int) -> dict | None:
+    found = [row for row in pick(results, profile=profile, system=system, concurrency=float(concurrency))]
+    return found[0] if found and isinstance(found[0].get("throughput"), float) else None
+
+
+def saturation(results: list[dict], profile: str, system: str) -> float | None:
+    measured = [row["throughput"] for row in pick(results, profile=profile, system=system)]
+    measured = [value for value in measured if isinstance(value, float)]
+    return max(measured) if measured else None
+
+
+def plot(out: Path, profile: str, results: list[dict], limit: dict, floor: dict) -> str:
+    figure, (ax_tput, ax_p50, ax_p99) = plt.subplots(1, 3, figsize=(16, 4.8))
+    for system in SYSTEMS:
+        rows = sorted(
+            (row for row in pick(results, profile=profile, system=system.name) if isinstance(row["throughput"], float)),
+            key=lambda row: row["concurrency"],
+        )
+        if not rows:
+            continue
+        x = [row["concurrency"] for row in rows]
+        ax_tput.plot(x, [row["throughput"] for row in rows], marker="o", label=system.name)
+        ax_p50.plot(x, [row["p50_us"] / 1e3 for row in rows], marker="o", label=system.name)
+        ax_p99.plot(x, [row["p99_us"] / 1e3 for row in rows], marker="o", label=system.name)
+    ax_tput.axhline(limit["rows_per_s"], color="black", linestyle="--", label=f"in-process, batch {limit['batch']:.0f}")
+    ax_tput.axhline(floor["rows_per_s"], color="grey", linestyle=":", label="in-process, batch 1")
+    for axis, title in (
+        (ax_tput, "throughput (inferences/s)"),
+        (ax_p50, "p50 latency (ms)"),
+        (ax_p99, "p99 latency (ms)"),
+    ):
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrency (batch-1 clients)")
+        axis.set_title(f"{profile}: {title}")
+        axis.grid(alpha=0.3)
+    ax_p50.set_yscale("log")
+    ax_p99.set_yscale("log")
+    ax_tput.legend(fontsize=7)
+    figure.tight_layout()
+    name = f"{profile}.png"
+    figure.savefig(out / name, dpi=110)
+    plt.close(figure)
+    return name
+
+
+def systems_table(profile: str, results: list[dict], concurrencies: list[float], limit: dict) -> list[str]:
+    head = "| system | saturation infer/s | efficiency | " + " | ".join(
+        f"c={c:.0f} p50 / p95 / p99 ms" for c in concurrencies
+    )
+    top_c = f"c={max(concurrencies):.0f}"
+    lines = [
+        head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | CPU efficiency | server PSS MiB |",
+        "|---" * (len(concurrencies) + 7) + "|",
+    ]
+    for system in SYSTEMS:
+        best = saturation(results, profile, system.name)
+        if best is None:
+            failed = pick(results, profile=profile, system=system.name)
+            if failed:
+                lines.append(
+                    f"| {system.label} | failed: {failed[0].get('error', '?')} |" + " |" * (len(concurrencies) + 4)
+                )
+            continue
+        cells = []
+        for c in concurrencies:
+            row = at(results, profile, system.name, int(c))
+            cells.append(f"{ms(row['p50_us'])} / {ms(row['p95_us'])} / {ms(row['p99_us'])}{mark(row)}" if row else "—")
+        top = at(results, profile, system.name, int(max(concurrencies)))
+        usage = (
+            f"{top['server_cpu_pct']:.0f} | {top['server_cpu_us_per_request']:.0f} | "
+            f"{limit['cpu_us_per_row'] / top['server_cpu_us_per_request']:.0%} | {top['server_memory_mib']:.0f}"
+            if top
+            else "— | — | — | —"
+        )
+        lines.append(
+            f"| {system.label} | {best:.0f} | {best / limit['rows_per_s']:.0%} | " + " | ".join(cells) + f" | {usage} |"
+        )
+    return lines
+
+
+def mark(row: dict) -> str:
+    """A measurement whose windows never agreed within the mode's stability percentage (see the footnote)."""
+    return " ~" if row.get("stable") == "False" else ""
+
+
+def process_table(profile: str, process_cpu: list[dict], concurrency: float) -> list[str]:
+    """Server CPU µs per request by process: what each Python-backend stub, tritonserver or web app costs."""
+    lines = [f"| system (c={concurrency:.0f}) | server CPU µs per request, by process |", "|---|---|"]
+    for system in SYSTEMS:
+        rows = pick(process_cpu, profile=profile, system=system.name, concurrency=concurrency)
+        if rows:
+            parts = ", ".join(f"{row['process']} {row['cpu_us_per_request']:.0f}" for row in rows)
+            lines.append(f"| {system.label} | {parts} |")
+    return lines
+
+
+def inprocess_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "| batch | callers | rows/s | p50 / p95 / p99 ms per call | CPU µs per row |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['batch']:.0f} | {row['callers']:.0f} | {row['rows_per_s']:.0f} | "
+            f"{ms(row['p50_us'])} / {ms(row['p95_us'])} / {ms(row['p99_us'])} | {row['cpu_us_per_row']:.0f} |"
+        )
+    return lines
+
+
+def breakdown_table(profile: str, model_times: list[dict]) -> list[str]:
+    rows = pick(model_times, profile=profile, system=SHM)
+    if not rows:
+        return []
+    lines = [
+        f"Triton's own split for `{SHM}` (average µs per request inside the server; "
+        "batch = average rows per execution):",
+        "",
+        "| concurrency | model | requests | request µs | queue µs | compute µs | batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(rows, key=lambda r: (r["concurrency"], r["model"])):
+        lines.append(
+            f"| {row['concurrency']:.0f} | {row['model']} | {row['requests']:.0f} | {row['request_us']:.0f} | "
+            f"{row['queue_us']:.0f} | {row['compute_us']:.0f} | {row['batch']:.1f} |"
+        )
+    return lines
+
+
+def ensemble_overhead(profile: str, model_times: list[dict]) -> dict | None:
+    """At concurrency 1: the ensemble minus its slowest member, and the ensemble's time off the critical path."""
+    times = {row["model"]: row for row in pick(model_times, profile=profile, system=SHM, concurrency=1.0)}
+    if "feedback" not in times or not all(member in times for member in MEMBERS):
+        return None
+    slowest = max(MEMBERS, key=lambda member: times[member]["request_us"])
+    steps = sum(times[step]["request_us"] for step in ("check_tokens", "fuse") if step in times)
+    ensemble = times["feedback"]["request_us"]
+    return {
+        "ensemble_us": ensemble,
+        "slowest": slowest,
+        "slowest_us": times[slowest]["request_us"],
+        "overhead_us": ensemble - times[slowest]["request_us"],
+        "scheduling_us": ensemble - times[slowest]["request_us"] - steps,
+        "check_tokens_us": times.get("check_tokens", {}).get("request_us"),
+        "fuse_us": times.get("fuse", {}).get("request_us"),
+    }
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def targets_table(profile: str, results: list[dict], limit: dict, overhead: dict | None) -> list[str]:
+    lines = ["| target (batch-1 clients, c=16) | measured | target | verdict |", "|---|---|---|---|"]
+    served = at(results, profile, SHM, TARGET_CONCURRENCY)
+    if served is None:
+        return [f"`{SHM}` was not measured at c={TARGET_CONCURRENCY}: no target can be checked."]
+    if profile == "minilm":
+        efficiency = served["throughput"] / limit["rows_per_s"]
+        goal = TARGETS["efficiency_minilm"]
+        lines.append(
+            f"| served / in-process throughput | {efficiency:.0%} | ≥ {goal:.0%} | {verdict(efficiency >= goal)}"
+            + ("" if efficiency >= goal else f", by {goal - efficiency:.0%} points")
+            + " |"
+        )
+    else:
+        extra = served["server_cpu_us_per_request"] - limit["cpu_us_per_row"]
+        goal = TARGETS["overhead_small_us"]
+        lines.append(
+            f"| served overhead: server CPU µs/request ({served['server_cpu_us_per_request']:.0f}) minus in-process "
+            f"CPU µs/row at its best batch ({limit['cpu_us_per_row']:.0f}) | {extra:.0f} µs | ≤ {goal:.0f} µs | "
+            f"{verdict(extra <= goal)}"
+            + ("" if extra <= goal else f", by {extra - goal:.0f} µs ({extra / goal:.1f}x)")
+            + " |"
+        )
+    for other, key in (("v0_monolith", "vs_v0"), ("v1_fanout", "vs_v1")):
+        theirs = at(results, profile, other, TARGET_CONCURRENCY)
+        if theirs is None:
+            lines.append(f"| throughput vs {other} | not measured | ≥ {TARGETS[key]:.0f}x | — |")
+            continue
+        ratio = served["throughput"] / theirs["throughput"]
+        lines.append(
+            f"| throughput vs {other} ({theirs['throughput']:.0f} infer/s) | {ratio:.1f}x | ≥ {TARGETS[key]:.0f}x | "
+            f"{verdict(ratio >= TARGETS[key])}"
+            + ("" if ratio >= TARGETS[key] else f", reaches {ratio / TARGETS[key]:.0%} of the target")
+            + " |"
+        )
+        lines.append(
+            f"| p99 vs {other} | {ms(served['p99_us'])} ms vs {ms(theirs['p99_us'])} ms | no worse | "
+            f"{verdict(served['p99_us'] <= theirs['p99_us'])} |"
+        )
+    if overhead and overhead["fuse_us"] is not None:
+        fuse = overhead["fuse_us"]
+        goal = TARGETS["fuse_us"]
+        lines.append(
+            f"| fuse step at c=1 (average request, Triton statistics) | {fuse:.0f} µs | ≤ {goal:.0f} µs | "
+            f"{verdict(fuse <= goal)}" + ("" if fuse <= goal else f", by {fuse - goal:.0f} µs") + " |"
+        )
+    return lines
+
+
+def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
+    results, inprocess, model_times, process_cpu = (
+        read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models", "process_cpu")
+    )
+    concurrencies = sorted({row["concurrency"] for row in results})
+    lines = [
+        f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
+        "",
+        f"Machine: {machine()}; members (served and in-process) on {'the GPU' if gpu else 'CPU'}."
+        + (f" Configs changed for this run: {settings}." if settings else ""),
+        "",
+        "Every served system gets the same batch-1 requests (64 held-out corpus comments, tokenized by the "
+        "repository's tokenizer) from the real perf_analyzer 2.51 at fixed concurrency. Triton is measured over gRPC "
+        "(binary tensors, with and without system shared memory) and over HTTP/JSON; the v0 and v1 apps speak the "
+        "same KServe v2 protocol over HTTP/JSON, so `Triton feedback, HTTP/JSON` is the like-for-like row. "
+        "perf_analyzer runs on the same cores as the servers and takes CPU from them. Server CPU and PSS are sampled "
+        "from /proc over each run (all server processes: tritonserver and its stubs, every uvicorn process). "
+        "Efficiency = saturation throughput / the in-process limit (best batch).",
+        "",
+    ]
+    for profile in dict.fromkeys(row["profile"] for row in inprocess):
+        rows = pick(inprocess, profile=profile)
+        floor = rows[0]
+        limit = max(rows, key=lambda row: row["rows_per_s"])
+        overhead = ensemble_overhead(profile, model_times)
+        image = plot(out, profile, results, limit, floor)
+        lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets (issue #5)", ""]
+        lines += targets_table(profile, results, limit, overhead)
+        lines += ["", "### Systems", ""]
+        lines += systems_table(profile, results, concurrencies, limit)
+        lines += [
+            "",
+            "`~`: perf_analyzer's windows did not agree within the mode's stability percentage (a busy machine); the "
+            "figure is from a re-run that accepts any 3 windows. CPU efficiency = in-process CPU µs per row (best "
+            "batch) / server CPU µs per request: unlike throughput, it hardly moves when other work shares the "
+            "machine.",
+            "",
+        ]
+        for concurrency in sorted({min(concurrencies), max(concurrencies)}):
+            lines += process_table(profile, process_cpu, concurrency) + [""]
+        lines += ["", f"### In-process limit (no server; compute limit = batch {limit['batch']:.0f})", ""]
+        lines += inprocess_table(rows)
+        if overhead:
+            lines += [
+                "",
+                "### Ensemble overhead at c=1 (Triton statistics, averages)",
+                "",
+                f"`feedback` {overhead['ensemble_us']:.0f} µs per request, slowest member `{overhead['slowest']}` "
+                f"{overhead['slowest_us']:.0f} µs: the ensemble adds **{overhead['overhead_us']:.0f} µs** "
+                f"(check_tokens {overhead['check_tokens_us']:.0f} µs, fuse {overhead['fuse_us']:.0f} µs, "
+                f"scheduling and tensor passing between steps {overhead['scheduling_us']:.0f} µs).",
+            ]
+        lines += [""] + breakdown_table(profile, model_times) + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    write(folder, sys.argv[2] if len(sys.argv) > 2 else "quick")

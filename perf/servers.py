@@ -1,0 +1,154 @@
+"""Start each system's server processes on free ports, measure their CPU time and memory, stop them by PID."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from server import launch
+
+# One uvicorn process; its thread pool runs the models, which release the GIL, so it can use every core. With
+# `--workers 2`, perf_analyzer saw about 50 ms p50 at concurrency 1 against 11 ms with one process (curl saw no such
+# gap); the cause was not found, so the bench does not charge v0 for it.
+V0_WORKERS = 1
+
+
+@dataclass
+class Running:
+    """A started system: where to reach it, and the process trees that are its server side."""
+
+    http_url: str
+    grpc_url: str | None
+    processes: list[subprocess.Popen]
+
+    def tree(self) -> list[psutil.Process]:
+        found = []
+        for process in self.processes:
+            try:
+                root = psutil.Process(process.pid)
+                found += [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time so far of each server process, by role (see `role`)."""
+        spent: dict[str, float] = {}
+        for process in self.tree():
+            try:
+                times = process.cpu_times()
+                name = role(process)
+            except psutil.NoSuchProcess:
+                continue
+            spent[name] = spent.get(name, 0.0) + times.user + times.system
+        return spent
+
+    def memory_mib(self) -> float:
+        """Sum of PSS over the server processes: forked workers share pages, and PSS counts a shared page once."""
+        total = 0
+        for process in self.tree():
+            try:
+                total += process.memory_full_info().pss
+            except psutil.NoSuchProcess:
+                pass
+        return total / 2**20
+
+
+STUB_INSTANCE = re.compile(r"^(\w+)_\d+_\d+$")  # the stub's argument naming its model instance: `fuse_0_0`
+
+
+def role(process: psutil.Process) -> str:
+    """tritonserver, a Python-backend stub by model, or a web app by factory (and member): where CPU time goes."""
+    argv = process.cmdline()
+    if argv and argv[0].endswith("triton_python_backend_stub"):
+        instance = next((STUB_INSTANCE.match(arg) for arg in argv if STUB_INSTANCE.match(arg)), None)
+        return f"stub {instance.group(1) if instance else '?'}"
+    if "--factory" in argv:
+        factory = argv[argv.index("--factory") + 1].split(":")[-1]
+        member = process.environ().get("BENCH_MEMBER")
+        return f"{factory} {member}" if member else factory
+    return Path(argv[0]).name if argv else process.name()
+
+
+def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s")
+
+
+@contextmanager
+def triton(repository: Path, log: Path):
+    ports = launch.Ports(*launch.free_ports(3))
+    # Poll mode is for version drop-ins; a benchmark wants a repository that holds still.
+    process = launch.start(repository, ports, log=log, poll_secs=3600)
+    try:
+        launch.wait_ready(process, ports, timeout=300)
+        yield Running(f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}", [process])
+    finally:
+        launch.stop(process)
+
+
+def _uvicorn(factory: str, port: int, workers: int, env: dict[str, str], log) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "uvicorn", "--factory", f"perf.apps:{factory}", "--host", "127.0.0.1"]
+    argv += ["--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
+    return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _app_env(repository: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(launch.ROOT), BENCH_REPOSITORY=str(repository), **extra)
+    env["OMP_NUM_THREADS"] = "1"  # each app sets its own model threads; stop OpenMP from taking every core as well
+    return env
+
+
+@contextmanager
+def _apps(started: list[tuple[subprocess.Popen, str, str]], log):
+    """Wait for every (process, url, name), yield, and stop them all whatever happens."""
+    try:
+        for process, url, name in started:
+            wait_http_ready(process, f"http://{url}", name)
+        yield
+    finally:
+        for process, _, _ in started:
+            launch.stop(process)
+        log.close()
+
+
+@contextmanager
+def v0_monolith(repository: Path, log: Path):
+    (port,) = launch.free_ports(1)
+    out = open(log, "ab")
+    process = _uvicorn("monolith", port, V0_WORKERS, _app_env(repository), out)
+    url = f"127.0.0.1:{port}"
+    with _apps([(process, url, "v0 monolith")], out):
+        yield Running(url, None, [process])
+
+
+@contextmanager
+def v1_fanout(repository: Path, members: list[str], log: Path):
+    ports = launch.free_ports(len(members) + 1)
+    out = open(log, "ab")
+    started = []
+    for name, port in zip(members, ports, strict=False):
+        process = _uvicorn("member", port, 1, _app_env(repository, BENCH_MEMBER=name), out)
+        started.append((process, f"127.0.0.1:{port}", f"v1 member {name}"))
+    member_urls = ",".join(f"{name}=http://{url}" for name, (_, url, _) in zip(members, started, strict=True))
+    combiner = _uvicorn("combiner", ports[-1], 1, _app_env(repository, BENCH_MEMBER_URLS=member_urls), out)
+    started.append((combiner, f"127.0.0.1:{ports[-1]}", "v1 combiner"))
+    with _apps(started, out):
+        yield Running(started[-1][1], None, [process for process, _, _ in started])

@@ -1,0 +1,54 @@
+"""Where the time goes inside Triton, from its statistics API (cumulative per-model counters since start).
+
+The API gives sums, not percentiles: a difference of two snapshots taken around one perf_analyzer run gives each
+model's average per request for that run.
+"""
+
+import json
+import urllib.request
+from dataclasses import dataclass
+
+Snapshot = dict[str, dict[str, int]]
+PARTS = ("success", "queue", "compute_input", "compute_infer", "compute_output")
+
+
+def snapshot(http_url: str) -> Snapshot:
+    with urllib.request.urlopen(f"http://{http_url}/v2/models/stats", timeout=10) as answer:
+        stats = json.load(answer)["model_stats"]
+    taken = {}
+    for model in stats:
+        counters = {f"{part}_ns": int(model["inference_stats"][part]["ns"]) for part in PARTS}
+        counters["requests"] = int(model["inference_stats"]["success"]["count"])
+        counters["executions"] = int(model["execution_count"])
+        counters["inferences"] = int(model["inference_count"])
+        taken[model["name"]] = counters
+    return taken
+
+
+@dataclass(frozen=True)
+class ModelTimes:
+    """Averages per request over one run, in µs; batch is the average batch the model executed."""
+
+    requests: int
+    request_us: float  # arrival to response inside the server
+    queue_us: float
+    compute_us: float  # input + infer + output
+    batch: float
+
+
+def difference(after: Snapshot, before: Snapshot) -> dict[str, ModelTimes]:
+    times = {}
+    for name, end in after.items():
+        start = before.get(name, dict.fromkeys(end, 0))
+        requests = end["requests"] - start["requests"]
+        if requests <= 0:
+            continue
+
+        def per_request(key: str) -> float:
+            return (end[key] - start[key]) / requests / 1e3  # noqa: B023 - used at once, inside this iteration
+
+        compute = sum(per_request(f"compute_{part}_ns") for part in ("input", "infer", "output"))
+        executions = max(end["executions"] - start["executions"], 1)
+        batch = (end["inferences"] - start["inferences"]) / executions
+        times[name] = ModelTimes(requests, per_request("success_ns"), per_request("queue_ns"), compute, batch)
+    return times

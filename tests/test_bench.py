@@ -1,0 +1,37 @@
+"""The benchmark harness end to end in its tiny mode: every system really served and measured, a report written.
+
+Correctness only: no figure is asserted, since timings belong to `make bench`, not to tests.
+"""
+
+import csv
+import subprocess
+import sys
+
+from perf.systems import SYSTEMS
+from server.launch import ROOT
+
+
+def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "perf", "--mode", "tiny", "--profile", "small", "--out", str(out)]
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+
+    with open(out / "results.csv") as file:
+        rows = list(csv.DictReader(file))
+    failed = [row for row in rows if row.get("error")]
+    assert not failed, failed
+    assert {row["system"] for row in rows} == {system.name for system in SYSTEMS}
+    assert all(float(row["throughput"]) > 0 and float(row["p99_us"]) >= float(row["p50_us"]) for row in rows)
+    with open(out / "inprocess.csv") as file:
+        assert [int(row["batch"]) for row in csv.DictReader(file)] == [1, 4]
+    with open(out / "triton_models.csv") as file:
+        models = {row["model"] for row in csv.DictReader(file)}
+    assert {"feedback", "feedback_text", "check_tokens", "transformer", "textcnn", "fuse", "tokenizer"} <= models
+
+    report = (out / "report.md").read_text()
+    assert "## Profile `small`" in report and "(small.png)" in report
+    assert (out / "small.png").read_bytes().startswith(b"\x89PNG")
+    for system in SYSTEMS:
+        assert system.label in report
+    assert len(list((out / "raw" / "small").glob("*.csv"))) == len(SYSTEMS)  # perf_analyzer's own CSVs
