@@ -1,4 +1,7 @@
-"""`python -m server`: run tritonserver in the foreground on model_repository/ (what `make serve` runs).
+"""`python -m server`: run tritonserver on model_repository/ under the supervisor (what `make serve` runs).
+
+The supervisor (server/supervise.py) keeps it serving: it reloads a model whose Python stub died and restarts
+tritonserver if it exits. SUPERVISE=0 runs tritonserver alone in the foreground instead.
 
 Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1). Model-repository
 control, shared-memory registration, trace and log settings need the admin key (header `triton-admin-key`, on gRPC
@@ -8,9 +11,11 @@ build/admin-key (readable by this user only).
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from server.launch import ROOT, Ports, command, environment, prepare
+from server.supervise import Supervisor
 
 
 def admin_key(build: Path) -> str:
@@ -42,7 +47,9 @@ def main() -> None:
         admin_key=admin_key(build),
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
-    os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
+    if os.environ.get("SUPERVISE", "1") == "0":
+        os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
+    sys.exit(Supervisor(argv, environment(), ports, repository).run())
 
 
 if __name__ == "__main__":

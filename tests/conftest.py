@@ -1,6 +1,7 @@
 """A real tritonserver for the whole session, on free ports, stopped by its PID even when tests fail."""
 
 import secrets
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,3 +81,9 @@ def server(tmp_path_factory) -> Server:
 @pytest.fixture(scope="session")
 def reference() -> InProcessEnsemble:
     return InProcessEnsemble(REPOSITORY)
+
+
+def repository_copy(target: Path) -> Path:
+    """A copy of the repository (links resolved) that a test may change without touching the session's server."""
+    shutil.copytree(REPOSITORY, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
