@@ -54,8 +54,13 @@ class Server:
         return admin_headers(protocol, self.admin_key)
 
 
-def run_server(repository: Path, log: Path):
-    """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone."""
+def run_server(repository: Path, log: Path, refusals_leak: bool = False):
+    """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone.
+
+    refusals_leak: the test makes the server refuse requests inside an ensemble (full queue). tritonserver 2.51 then
+    counts them as in flight forever, so shutdown waits its 30 s exit timeout and leaves the stubs' regions, which
+    are removed here; the clients' regions must still be gone.
+    """
     ports = Ports(*free_ports(3))
     admin_key = secrets.token_urlsafe(32)
     process = start(repository, ports, log=log, poll_secs=POLL_SECS, admin_key=admin_key)
@@ -70,6 +75,8 @@ def run_server(repository: Path, log: Path):
         left = {region for region in regions if region.exists()}
         for region in left:
             region.unlink()
+        if refusals_leak:
+            left = {region for region in left if not region.name.startswith("triton_")}
         assert not left, f"shared-memory regions left behind: {sorted(map(str, left))} (log: {log})"
 
 

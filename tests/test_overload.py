@@ -33,7 +33,7 @@ def tiny_queue_server(tmp_path_factory):
         config = repository / model / "config.pbtxt"
         text = re.sub(r"max_queue_size: \d+", f"max_queue_size: {TINY_QUEUE}", config.read_text())
         config.write_text(text)
-    yield from run_server(repository, repository.parent / "server.log")
+    yield from run_server(repository, repository.parent / "server.log", refusals_leak=True)
 
 
 def flood(server, protocol: str, backoff: Backoff, calls: int = 96) -> list:
@@ -64,6 +64,6 @@ def test_flood_is_refused_as_overloaded_and_the_server_keeps_serving(tiny_queue_
 
 
 def test_retrying_client_gets_every_answer_through_a_flood(tiny_queue_server):
-    outcomes = flood(tiny_queue_server, "grpc", Backoff(retries=20, base=0.05, cap=1.0))
+    outcomes = flood(tiny_queue_server, "grpc", Backoff(retries=30, base=0.05, cap=1.0), calls=32)
     assert not [o for o in outcomes if isinstance(o, ClientError)]
     assert all(len(o) == 64 for o in outcomes)

@@ -15,7 +15,8 @@ from python_backend.validation import check_token_inputs
 VOCAB, MAX_SEQ, CLASSES = 1000, 512, 6
 DTYPES = st.sampled_from([np.int64, np.int32, np.int8, np.uint64, np.float32, np.float64, np.bool_, np.object_])
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=9)
-settings.register_profile("default", max_examples=200, deadline=None)
+settings.register_profile("backend", max_examples=200, deadline=None)
+settings.load_profile("backend")
 
 
 def arrays(dtype=DTYPES, shape=SHAPES):

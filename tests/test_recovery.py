@@ -22,7 +22,12 @@ from server.launch import ROOT, Ports
 from server.supervise import stub_regions
 from tests.conftest import free_ports, repository_copy
 
-MODELS = ("check_tokens", "tokenizer", "transformer", "textcnn", "fuse")
+# fuse in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each on 2 cores.
+FULL = os.environ.get("RELIABILITY_FULL") == "1"
+MODELS = ["fuse"] + [
+    pytest.param(model, marks=pytest.mark.skipif(not FULL, reason="every stub: make reliability"))
+    for model in ("check_tokens", "tokenizer", "transformer", "textcnn")
+]
 ROWS = 4000
 WAIT = 120  # seconds: only a bound on waiting for something that must happen, not a speed check
 
