@@ -1,9 +1,10 @@
 """Live fuzzing: malformed requests of every kind over gRPC and HTTP, then the server must still be whole.
 
-FUZZ_REQUESTS sets how many, split between the protocols (default 300, a few seconds; `make fuzz`: 6,000). Each request gets a random model,
-input names, dtypes, shapes and bytes, and some a system shared-memory region (registered with the admin key) at a
-random offset and size. Every answer must be a result or a Triton error, never a dropped connection; afterwards the
-server answers correctly, every stub is alive (the canary probe passes) and no region stays registered.
+FUZZ_REQUESTS sets how many, split between the protocols (default 300, a few seconds; `make fuzz`: 6,000). Each
+request gets a random model, input names, dtypes, shapes and bytes, and some a system shared-memory region
+(registered with the admin key) at a random offset and size. Every answer must be a result or a Triton error, never
+a dropped connection; afterwards the server answers correctly, every stub is alive (the canary probe passes) and no
+region stays registered.
 """
 
 import os
