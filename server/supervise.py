@@ -114,8 +114,8 @@ class Supervisor:
         self.start()
         try:
             wait_ready(self.process, self.ports, timeout=300)
-        except RuntimeError:
-            pass  # exited while loading: the loop restarts it
+        except (RuntimeError, TimeoutError):
+            pass  # exited or stuck while loading: the loop restarts it if it exits
         while not self.stopping.wait(self.interval):
             self.watch_once()
         self.process.terminate()
