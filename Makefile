@@ -12,7 +12,8 @@ ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/
 BENCH ?= quick
 PROFILE ?= small minilm
 
-.PHONY: install export serve test lint clean bench bench-client compose-tools gpu-overlay deploy rollback
+.PHONY: install export serve test lint clean bench bench-client compose-tools gpu-overlay deploy rollback \
+        soak bench-overload reliability fuzz
 
 install: $(INSTALLED)
 
@@ -41,6 +42,20 @@ bench: export
 
 bench-client: export  # shared memory against plain gRPC through the client library
 	$(PY) -m perf.client_shm --output perf/results/client_shm.md
+
+# Reliability (issue #8), opt-in: long runs that `make test` keeps short.
+SOAK_SECONDS ?= 600
+soak: export  # steady perf_analyzer load (shm and plain); fails on RSS or /dev/shm growth or any failed request
+	$(PY) -m perf.soak --seconds $(SOAK_SECONDS) --output perf/results/soak
+
+bench-overload: export  # about 10x the sustainable rate on the bounded queues
+	$(PY) -m perf.overload --output perf/results/overload.md
+
+reliability: export  # kill -9 every model's stub under load (make test kills fuse's only), and the server
+	RELIABILITY_FULL=1 $(PY) -m pytest -s tests/test_recovery.py
+
+fuzz: export  # 3,000 malformed requests per protocol instead of make test's 300
+	FUZZ_REQUESTS=6000 $(PY) -m pytest -s tests/test_fuzz_live.py tests/test_properties.py
 
 # docker-compose 1.29.2 (PyPI) validates docker-compose.yml offline; its old pins get their own venv.
 COMPOSE_VENV := build/compose-venv

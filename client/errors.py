@@ -69,6 +69,8 @@ _GRPC_STATUS = {
     "StatusCode.INVALID_ARGUMENT": InvalidInput,
     "StatusCode.RESOURCE_EXHAUSTED": Overloaded,
 }
+# A member's bounded queue (dynamic_batching default_queue_policy) refuses with UNAVAILABLE (HTTP 503) and one of these.
+_QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 _HTTP_STATUS = {"400": InvalidInput, "429": Overloaded, "503": ServerUnavailable, "504": Timeout}
 
 
@@ -89,6 +91,10 @@ def translate(error: Exception, url: str) -> ClientError:
         return SharedMemoryError(message)
     if status in ("StatusCode.NOT_FOUND", "404") or "is not found" in message or "is not ready" in message:
         return ModelUnavailable(message)
+    if any(refusal in message for refusal in _QUEUE_REFUSALS):
+        return Overloaded(f"server overloaded, retry later ({message})")
+    if "is not healthy" in message:  # a model's stub died; the supervisor reloads it (server/supervise.py)
+        return ServerUnavailable(f"a model of the ensemble is being restarted, retry ({message})")
     if status == "StatusCode.UNAVAILABLE" and "connect" in message:
         return ServerUnavailable(f"{url}: cannot connect; is the server running? ({message})")
     kind = _GRPC_STATUS.get(status) or _HTTP_STATUS.get(status) or ClientError

@@ -12,6 +12,7 @@ inference is idempotent, so a retried call returns what the first would have.
 
 import functools
 import queue
+import random
 import threading
 import time
 import weakref
@@ -35,14 +36,18 @@ DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
 
 
 class Backoff:
-    """Delays between retries: base, 2*base, 4*base, ... capped at `cap` seconds, `retries` of them."""
+    """Delays between retries: base, 2*base, 4*base, ... capped at `cap` seconds, `retries` of them.
+
+    Each delay is drawn between half and all of that (jitter), so that clients refused together (a full queue, a
+    restart) do not all come back in the same instant.
+    """
 
     def __init__(self, retries: int = 5, base: float = 0.25, cap: float = 4.0):
         self.retries, self.base, self.cap = retries, base, cap
 
     def delays(self) -> Iterator[float]:
         for attempt in range(self.retries):
-            yield min(self.cap, self.base * 2**attempt)
+            yield min(self.cap, self.base * 2**attempt) * random.uniform(0.5, 1.0)
 
 
 class Slot:

@@ -12,6 +12,11 @@ from tritonclient.grpc import model_config_pb2
 MAX_BATCH_SIZE = 64
 PREFERRED_BATCH_SIZES = (8, 16, 32)
 MAX_QUEUE_DELAY_US = 200
+# Bounded queues: under overload a member refuses at once ("Exceeds maximum queue size", UNAVAILABLE) what it could
+# not start within the timeout, instead of queueing without bound. The committed fuse and tokenizer configs say the
+# same (a test checks every member of the repository).
+MAX_QUEUE_SIZE = 256
+QUEUE_TIMEOUT_US = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,18 @@ def _parameter(key: str, value) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
 
 
+def dynamic_batching(preferred: tuple[int, ...] = ()) -> str:
+    preferred_line = f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else ""
+    return f"""dynamic_batching {{
+{preferred_line}  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+  default_queue_policy {{
+    max_queue_size: {MAX_QUEUE_SIZE}
+    default_timeout_microseconds: {QUEUE_TIMEOUT_US}
+    timeout_action: REJECT
+  }}
+}}"""
+
+
 def member_config(spec: MemberSpec) -> str:
     ids, mask = spec.inputs
     # Each backend reads its own thread-count key; both are standard names of the native backends.
@@ -55,10 +72,7 @@ output [
 {_tensor(spec.output, "TYPE_FP32", str(spec.num_classes))}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-dynamic_batching {{
-  preferred_batch_size: [ {", ".join(map(str, PREFERRED_BATCH_SIZES))} ]
-  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
-}}
+{dynamic_batching(PREFERRED_BATCH_SIZES)}
 {_parameter("vocab_size", spec.vocab_size)}
 {_parameter("max_seq_len", spec.max_seq_len)}
 {_parameter(threads, spec.threads)}
@@ -93,7 +107,7 @@ output [
 {_tensor("CHECKED_ATTENTION_MASK", "TYPE_INT64", "-1")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-dynamic_batching {{ max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US} }}
+{dynamic_batching()}
 {_parameter("vocab_size", vocab_size)}
 {_parameter("max_seq_len", max_seq_len)}
 """

@@ -1,4 +1,7 @@
-"""`python -m server`: run tritonserver in the foreground on model_repository/ (what `make serve` runs).
+"""`python -m server`: run tritonserver on model_repository/ under the supervisor (what `make serve` runs).
+
+The supervisor (server/supervise.py) keeps it serving: it reloads a model whose Python stub died and restarts
+tritonserver if it exits. SUPERVISE=0 runs tritonserver alone in the foreground instead.
 
 Ports and bind address come from HTTP_PORT, GRPC_PORT, METRICS_PORT and BIND (default 127.0.0.1); MODEL_CONTROL
 is `poll` (default, every POLL_SECS) or `explicit` (all models loaded at start, then only through the load API).
@@ -9,9 +12,11 @@ for this start and written to build/admin-key (readable by this user only).
 
 import os
 import secrets
+import sys
 from pathlib import Path
 
 from server.launch import ROOT, Ports, command, environment, prepare
+from server.supervise import Supervisor
 
 
 def admin_key(build: Path) -> str:
@@ -34,17 +39,20 @@ def main() -> None:
         int(os.environ.get("METRICS_PORT", 8002)),
     )
     build = ROOT / "build"
+    model_control = os.environ.get("MODEL_CONTROL", "poll")
     argv = command(
         repository,
         prepare(repository, build),
         ports,
         os.environ.get("BIND", "127.0.0.1"),
         int(os.environ.get("POLL_SECS", 5)),
-        model_control=os.environ.get("MODEL_CONTROL", "poll"),
+        model_control=model_control,
         admin_key=admin_key(build),
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
-    os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
+    if os.environ.get("SUPERVISE", "1") == "0":
+        os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
+    sys.exit(Supervisor(argv, environment(), ports, repository, poll=model_control == "poll").run())
 
 
 if __name__ == "__main__":

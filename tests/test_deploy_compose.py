@@ -54,7 +54,7 @@ def test_triton_services(rendered):
         assert triton["image"].startswith("feedback-triton") and triton["build"]["dockerfile"] == "deploy/Dockerfile"
         assert triton["environment"]["TRITON_ADMIN_KEY"] == KEY
         assert triton["volumes"] == [f"{ROOT / repository}:/srv/feedback/model_repository:ro"]
-        assert "/v2/health/ready" in " ".join(triton["healthcheck"]["test"])
+        assert triton["healthcheck"]["test"][:4] == ["CMD", "python3", "-m", "server.probe"]
         assert triton["ipc"] == "host" and triton["read_only"] is True
         assert "triton" in triton["networks"]["default"]["aliases"]
         assert [str(port).split(":")[0] for port in triton["ports"]] == ["127.0.0.1"] * 3  # unless TRITON_PUBLISH

@@ -120,8 +120,9 @@ def test_server_pod_is_probed_limited_and_locked_down(rendered):
     pod = rendered["Deployment"]["spec"]["template"]["spec"]
     [container] = pod["containers"]
     assert container["image"] == "feedback-triton:24.10" and "command" not in container  # the image's entrypoint
-    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    for probe in ("readinessProbe", "livenessProbe"):  # the canary, server/probe.py, copied into the image
+        assert container[probe]["exec"]["command"][:3] == ["python3", "-m", "server.probe"]
+        assert container[probe]["timeoutSeconds"] > float(container[probe]["exec"]["command"][-1])
     assert {"cpu", "memory"} <= container["resources"]["requests"].keys() <= container["resources"]["limits"].keys()
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -1,0 +1,128 @@
+"""Overload: `feedback_text` at about 10x its sustainable rate, with perf_analyzer, on the bounded member queues.
+
+python -m perf.overload [--factor 10] [--seconds 20] [--output perf/results/overload.md]    (make bench-overload)
+
+Starts its own tritonserver on free ports. Measures the sustainable rate (perf_analyzer at concurrency 4), then
+offers `factor` times that rate (request-rate mode) for `seconds`, and reports what the server did with it: requests
+offered, succeeded and refused by kind (from the server's own failure counters and log), latency of what
+succeeded, and the server's RSS (tritonserver and stubs) before, at peak and after. Then checks that it still
+answers a request correctly.
+"""
+
+import argparse
+import csv
+import datetime
+import platform
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+from perf import pa
+from perf.procstats import rss_bytes
+from server import probe
+from server.launch import ROOT, Ports, start, stop, wait_ready
+from tests.conftest import free_ports
+
+REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
+
+
+def counters(metrics_port: int, name: str) -> Counter:
+    """nv_inference_request_<name> per model (ensemble requests count under the ensemble and each member)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    found = Counter()
+    for line in lines:
+        if line.startswith(f"nv_inference_request_{name}{{"):
+            model = re.search(r'model="([^"]+)"', line)[1]
+            found[model] += int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
+def run(argv: list[str], log: Path) -> dict[str, float]:
+    with log.open("ab") as out:
+        subprocess.run(argv, env=pa.environment(), stdout=out, stderr=subprocess.STDOUT, check=False)
+    csv_path = Path(argv[argv.index("-f") + 1])
+    if not csv_path.exists():
+        return {}
+    with csv_path.open() as report:
+        rows = list(csv.DictReader(report))
+    return {key: float(value) for key, value in rows[-1].items() if value.strip()} if rows else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--factor", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "overload.md")
+    args = parser.parse_args()
+    ports = Ports(*free_ports(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        log, pa_log = work / "server.log", work / "perf_analyzer.log"
+        server = start(ROOT / "model_repository", ports, log=log)
+        try:
+            wait_ready(server, ports)
+            url, data = f"127.0.0.1:{ports.grpc}", pa.input_data(work)
+            steady = run(pa.command(url, data, work / "steady.csv", "--concurrency-range=4"), pa_log)
+            rate = int(steady["Inferences/Second"] * args.factor)
+            rss = {"before": rss_bytes(server.pid)}
+            peak, done = [rss["before"]], threading.Event()
+
+            def sample():
+                while not done.wait(0.5):
+                    peak.append(rss_bytes(server.pid))
+
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            success_before, failure_before = counters(ports.metrics, "success"), counters(ports.metrics, "failure")
+            began = time.monotonic()
+            flood = run(
+                pa.command(
+                    url,
+                    data,
+                    work / "flood.csv",
+                    f"--request-rate-range={rate}",
+                    "--max-threads=32",
+                    window_ms=args.seconds * 1000 // 3,
+                ),
+                pa_log,
+            )
+            elapsed = time.monotonic() - began
+            done.set()
+            sampler.join()
+            time.sleep(3)  # what was queued drains
+            rss["peak"], rss["after"] = max(peak), rss_bytes(server.pid)
+            succeeded = counters(ports.metrics, "success")["feedback_text"] - success_before["feedback_text"]
+            failed = counters(ports.metrics, "failure")["feedback_text"] - failure_before["feedback_text"]
+            text = log.read_text(errors="replace") + pa_log.read_text(errors="replace")
+            kinds = {kind: text.count(marker) for kind, marker in REFUSALS.items()}
+            healthy = all(check.ok for check in probe.probe(f"http://127.0.0.1:{ports.http}"))
+        finally:
+            stop(server)
+    lines = [
+        f"# Overload: feedback_text at {args.factor:g}x the sustainable rate ({datetime.date.today()}, "
+        f"{platform.machine()}, {platform.node()})",
+        "",
+        f"sustainable (perf_analyzer, concurrency 4, batch 1): {steady['Inferences/Second']:.0f} infer/s, "
+        f"p99 {steady['p99 latency'] / 1000:.1f} ms",
+        f"offered: {rate} requests/s for {elapsed:.0f} s (perf_analyzer request-rate mode)",
+        f"answered by the server: {succeeded} succeeded, {failed} failed",
+        f"refusals seen in the logs by kind: {kinds}",
+        f"perf_analyzer's last window: {flood or 'none (it stopped at the first refused request)'}",
+        f"server RSS (tritonserver + stubs): before {rss['before'] / 2**20:.0f} MiB, peak {rss['peak'] / 2**20:.0f}"
+        f" MiB, after {rss['after'] / 2**20:.0f} MiB",
+        f"canary probe after the flood: {'ok' if healthy else 'FAILED'}",
+    ]
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    raise SystemExit(0 if healthy else 1)
+
+
+if __name__ == "__main__":
+    main()

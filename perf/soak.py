@@ -1,0 +1,145 @@
+"""Soak: `feedback_text` under steady perf_analyzer load (system shared memory and plain gRPC, side by side).
+
+python -m perf.soak [--seconds 600] [--output perf/results/soak]      (make soak; SOAK_SECONDS=120 make soak)
+
+Starts its own tritonserver on free ports, runs two perf_analyzer loops for the whole time (one with
+`--shared-memory system`, one plain; each a series of ~10 s measurements), and every 2 s samples the server's
+resident memory (tritonserver and its stubs) and the /dev/shm regions it maps. Writes <output>.csv (one row per
+sample, with the latest p50/p99 latency and throughput of each loop) and <output>.png, prints a summary, and exits
+1 when RSS or /dev/shm grew beyond the bounds between the first and the last fifth of the run (after warm-up), or
+when a request failed.
+"""
+
+import argparse
+import csv
+import datetime
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from perf import pa
+from perf.procstats import rss_bytes, shm_bytes
+from server.launch import ROOT, Ports, start, stop, wait_ready
+from tests.conftest import free_ports
+
+RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going
+SHM_BOUND = 16 * 2**20
+SAMPLE_SECONDS = 2.0
+MODES = {"shm": True, "plain": False}
+
+
+def failures(metrics_port: int) -> int:
+    """Failed inferences of every model so far, from the server's own counters."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
+        lines = answer.read().decode().splitlines()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("nv_inference_request_failure")))
+
+
+def load_loop(mode: str, url: str, data: Path, work: Path, until: float, latest: dict, errors: list) -> None:
+    """perf_analyzer measurements back to back until `until`; each one's figures go into latest[mode]."""
+    csv_path, log = work / f"{mode}.csv", work / f"{mode}.log"
+    while time.monotonic() < until:
+        argv = pa.command(url, data, csv_path, "--concurrency-range=2", shm=MODES[mode], window_ms=3000)
+        with log.open("ab") as out:
+            done = subprocess.run(argv, env=pa.environment(), stdout=out, stderr=subprocess.STDOUT)
+        if done.returncode != 0:
+            errors.append(f"{mode}: perf_analyzer exited with {done.returncode} (see {log})")
+            return
+        with csv_path.open() as report:
+            row = next(csv.DictReader(report))
+        latest[mode] = {
+            "infer_per_s": float(row["Inferences/Second"]),
+            "p50_ms": float(row["p50 latency"]) / 1000,
+            "p99_ms": float(row["p99 latency"]) / 1000,
+        }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [row["t_s"] for row in rows]
+    figure, axes = plt.subplots(3, 1, figsize=(9, 9), sharex=True)
+    axes[0].plot(t, [row["rss_mib"] for row in rows])
+    axes[0].set_ylabel("server RSS (MiB)")
+    axes[1].plot(t, [row["shm_mib"] for row in rows])
+    axes[1].set_ylabel("/dev/shm mapped (MiB)")
+    for mode in MODES:
+        axes[2].plot(t, [row[f"{mode}_p99_ms"] for row in rows], label=f"{mode} p99")
+        axes[2].plot(t, [row[f"{mode}_p50_ms"] for row in rows], label=f"{mode} p50")
+    axes[2].set_ylabel("latency (ms)")
+    axes[2].set_xlabel("seconds")
+    axes[2].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def growth(rows: list[dict], key: str) -> float:
+    """Median of the last fifth minus median of the first fifth of the samples."""
+    fifth = max(1, len(rows) // 5)
+    return statistics.median(r[key] for r in rows[-fifth:]) - statistics.median(r[key] for r in rows[:fifth])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "soak")
+    args = parser.parse_args()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    ports = Ports(*free_ports(3))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        server = start(ROOT / "model_repository", ports, log=work / "server.log", admin_key=None)
+        try:
+            wait_ready(server, ports)
+            failed_before = failures(ports.metrics)
+            until = time.monotonic() + args.seconds
+            latest = {mode: {"infer_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0} for mode in MODES}
+            errors: list[str] = []
+            url, data = f"127.0.0.1:{ports.grpc}", pa.input_data(work)
+            loops = [
+                threading.Thread(target=load_loop, args=(mode, url, data, work, until, latest, errors))
+                for mode in MODES
+            ]
+            for loop in loops:
+                loop.start()
+            rows, began = [], time.monotonic()
+            while any(loop.is_alive() for loop in loops):
+                regions, shm = shm_bytes(server.pid)
+                row = {"t_s": round(time.monotonic() - began, 1), "rss_mib": rss_bytes(server.pid) / 2**20}
+                row |= {"shm_regions": regions, "shm_mib": shm / 2**20}
+                for mode in MODES:
+                    row |= {f"{mode}_{key}": value for key, value in latest[mode].items()}
+                rows.append(row)
+                time.sleep(SAMPLE_SECONDS)
+            failed = failures(ports.metrics) - failed_before
+        finally:
+            stop(server)
+    warm = [row for row in rows if row["t_s"] >= min(30, args.seconds / 5)]  # after warm-up
+    with args.output.with_suffix(".csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, args.output.with_suffix(".png"))
+    rss_growth, shm_growth = growth(warm, "rss_mib"), growth(warm, "shm_mib")
+    p99 = {mode: (warm[0][f"{mode}_p99_ms"], warm[-1][f"{mode}_p99_ms"]) for mode in MODES}
+    print(f"soak {args.seconds:.0f} s on {platform.machine()}, {datetime.date.today()}: {len(rows)} samples")
+    print(f"RSS {warm[0]['rss_mib']:.0f} -> {warm[-1]['rss_mib']:.0f} MiB (growth {rss_growth:+.1f} MiB)")
+    print(f"/dev/shm {warm[0]['shm_mib']:.1f} -> {warm[-1]['shm_mib']:.1f} MiB (growth {shm_growth:+.1f} MiB)")
+    for mode, (first, last) in p99.items():
+        print(f"{mode}: p99 {first:.2f} -> {last:.2f} ms, last throughput {warm[-1][f'{mode}_infer_per_s']:.0f}/s")
+    print(f"failed inferences (server counters): {failed}; perf_analyzer errors: {errors or 'none'}")
+    print(f"wrote {args.output.with_suffix('.csv')} and {args.output.with_suffix('.png')}")
+    bad = rss_growth * 2**20 > RSS_BOUND or shm_growth * 2**20 > SHM_BOUND or failed or errors
+    raise SystemExit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

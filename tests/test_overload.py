@@ -1,0 +1,69 @@
+"""Bounded queues: a flooded server refuses the excess quickly with a clear error and keeps serving."""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from client import Backoff, FeedbackClient
+from client.errors import ClientError, Overloaded
+from export import configs
+from tests.conftest import REPOSITORY, repository_copy, run_server
+from tests.test_client import TEXTS, as_arrays, assert_same
+
+TINY_QUEUE = 1
+
+
+def test_every_member_has_a_bounded_queue_that_rejects():
+    for path in sorted(REPOSITORY.glob("*/config.pbtxt")):
+        config = configs.parse(path.read_text())
+        if config.platform == "ensemble":
+            continue  # requests wait in the members' queues
+        policy = config.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == configs.MAX_QUEUE_SIZE, path
+        assert policy.default_timeout_microseconds == configs.QUEUE_TIMEOUT_US, path
+        assert policy.timeout_action == policy.REJECT, path
+
+
+@pytest.fixture(scope="module")
+def tiny_queue_server(tmp_path_factory):
+    """The repository with a queue of one request on the ensembles' first steps."""
+    repository = repository_copy(tmp_path_factory.mktemp("tiny_queue") / "repository")
+    for model in ("tokenizer", "check_tokens"):
+        config = repository / model / "config.pbtxt"
+        text = re.sub(r"max_queue_size: \d+", f"max_queue_size: {TINY_QUEUE}", config.read_text())
+        config.write_text(text)
+    yield from run_server(repository, repository.parent / "server.log", refusals_leak=True)
+
+
+def flood(server, protocol: str, backoff: Backoff, calls: int = 96) -> list:
+    """`calls` concurrent batches of 64 rows; each outcome is a list of predictions or the ClientError raised."""
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+
+    def one(_):
+        with FeedbackClient(url, protocol=protocol, backoff=backoff) as client:
+            try:
+                return client.classify((TEXTS * 2)[:64])
+            except ClientError as error:
+                return error
+
+    with ThreadPoolExecutor(calls) as pool:
+        return list(pool.map(one, range(calls)))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_flood_is_refused_as_overloaded_and_the_server_keeps_serving(tiny_queue_server, reference, protocol):
+    outcomes = flood(tiny_queue_server, protocol, Backoff(retries=0))
+    errors = [o for o in outcomes if isinstance(o, ClientError)]
+    assert errors, "a queue of one request took 96 concurrent calls without refusing any"
+    assert all(isinstance(e, Overloaded) and e.exit_code == 8 for e in errors), {repr(e) for e in errors}
+    assert "Exceeds maximum queue size" in str(errors[0])
+    assert len(errors) < len(outcomes)  # the queue admitted some
+    with FeedbackClient(tiny_queue_server.grpc_url) as client:
+        assert_same(as_arrays(client.classify(TEXTS)), reference.classify(TEXTS))
+
+
+def test_retrying_client_gets_every_answer_through_a_flood(tiny_queue_server):
+    outcomes = flood(tiny_queue_server, "grpc", Backoff(retries=30, base=0.05, cap=1.0), calls=32)
+    assert not [o for o in outcomes if isinstance(o, ClientError)]
+    assert all(len(o) == 64 for o in outcomes)

@@ -1,0 +1,158 @@
+"""Faults under load: a killed model stub or a killed tritonserver comes back, and a bulk run loses nothing.
+
+The server runs under the supervisor (`python -m server`, as `make serve` runs it) on a copy of the repository,
+because healing a model touches its config. Recovery times are printed (pytest -s shows them); the README's
+reliability table quotes them from a run.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from export import corpus
+from server import probe
+from server.launch import ROOT, Ports
+from server.supervise import stub_regions
+from tests.conftest import free_ports, repository_copy
+
+# fuse in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each on 2 cores.
+FULL = os.environ.get("RELIABILITY_FULL") == "1"
+MODELS = ["fuse"] + [
+    pytest.param(model, marks=pytest.mark.skipif(not FULL, reason="every stub: make reliability"))
+    for model in ("check_tokens", "tokenizer", "transformer", "textcnn")
+]
+ROWS = 4000
+WAIT = 120  # seconds: only a bound on waiting for something that must happen, not a speed check
+
+
+class Supervised:
+    def __init__(self, repository: Path, log: Path, admin_key: str = "test-admin-key-0123456789"):
+        self.ports = Ports(*free_ports(3))
+        self.url = f"http://127.0.0.1:{self.ports.http}"
+        env = os.environ | {
+            "MODEL_REPOSITORY": str(repository),
+            "HTTP_PORT": str(self.ports.http),
+            "GRPC_PORT": str(self.ports.grpc),
+            "METRICS_PORT": str(self.ports.metrics),
+            "POLL_SECS": "1",
+            "TRITON_ADMIN_KEY": admin_key,
+        }
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def triton_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
+    def stub_pid(self, model: str) -> int:
+        """The Python-backend stub serving `model` (its argv names the model's folder in the repository)."""
+        triton = self.triton_pid()
+        for child in Path(f"/proc/{triton}/task/{triton}/children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if any(f"/{model}/".encode() in arg for arg in argv):
+                return int(child)
+        raise LookupError(f"no stub for {model} under tritonserver {triton}")
+
+    def ready(self) -> bool:
+        return all(check.ok for check in probe.probe(self.url, timeout=2))
+
+    def wait(self, ready: bool) -> float:
+        """Seconds until the canary probe says `ready`."""
+        start = time.monotonic()
+        while self.ready() != ready:
+            assert self.process.poll() is None, f"supervisor exited (log: {self.log})"
+            assert time.monotonic() - start < WAIT, f"probe not {ready} after {WAIT} s (log: {self.log})"
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+    def stop(self) -> None:
+        triton = self.triton_pid() if self.process.poll() is None else None
+        regions = stub_regions(triton) if triton else set()
+        self.process.terminate()
+        self.process.wait(60)
+        assert not [r for r in regions if r.exists()], "shared-memory regions left behind"
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    repository = repository_copy(tmp_path_factory.mktemp("supervised") / "repository")
+    server = Supervised(repository, repository.parent / "server.log")
+    try:
+        server.wait(ready=True)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def comments(tmp_path_factory) -> tuple[Path, list[str]]:
+    rows = [comment.text for comment in corpus.generate(ROWS, seed=31)]
+    source = tmp_path_factory.mktemp("comments") / "comments.csv"
+    with source.open("w", newline="") as file:
+        csv.writer(file).writerows([("id", "text"), *enumerate(rows)])
+    return source, rows
+
+
+def bulk_run(server: Supervised, source: Path, target: Path, shm: str = "none") -> subprocess.Popen:
+    args = ["--input", str(source), "--output", str(target), "--batch-size", "16", "--retries", "12", "--shm", shm]
+    return subprocess.Popen(
+        [sys.executable, "-m", "client", "classify", *args, "--url", f"127.0.0.1:{server.ports.grpc}"],
+        env=os.environ | {"TRITON_ADMIN_KEY": "test-admin-key-0123456789"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def under_load(server: Supervised, comments, target: Path, fault, shm: str = "none") -> tuple[float, float]:
+    """Run `fault` while a bulk run is under way; return (seconds until unready, seconds until serving again)."""
+    source, rows = comments
+    bulk = bulk_run(server, source, target, shm)
+    try:
+        while not target.exists() or target.stat().st_size < 100_000:  # a few hundred rows in
+            assert bulk.poll() is None, bulk.communicate()
+            time.sleep(0.02)
+        fault()
+        unready = server.wait(ready=False)
+        back = server.wait(ready=True)
+        _, stderr = bulk.communicate(timeout=WAIT)
+        assert bulk.returncode == 0, stderr
+    finally:
+        if bulk.poll() is None:
+            bulk.kill()
+            bulk.wait()
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["row"] for line in lines] == list(range(len(rows)))
+    assert [line["text"] for line in lines] == rows
+    return unready, unready + back
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_killed_stub_is_detected_and_healed_while_a_bulk_run_loses_nothing(supervised, comments, tmp_path, model):
+    stub = supervised.stub_pid(model)
+    unready, back = under_load(supervised, comments, tmp_path / "scored.jsonl", lambda: os.kill(stub, signal.SIGKILL))
+    assert supervised.stub_pid(model) != stub
+    print(f"\nkill -9 {model} stub: probe false after {unready:.1f} s, serving again after {back:.1f} s")
+
+
+def test_killed_server_is_restarted_while_a_bulk_run_loses_nothing(supervised, comments, tmp_path):
+    triton = supervised.triton_pid()
+    regions = stub_regions(triton)
+    assert regions
+    down, back = under_load(
+        supervised, comments, tmp_path / "scored.jsonl", lambda: os.killpg(triton, signal.SIGKILL), shm="system"
+    )
+    assert supervised.triton_pid() != triton
+    assert not [r for r in regions if r.exists()], "the killed server's stub regions were not removed"
+    print(f"\nkill -9 tritonserver: probe false after {down:.1f} s, serving again after {back:.1f} s")
