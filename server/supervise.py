@@ -11,6 +11,7 @@ left in /dev/shm (a killed server cannot).
 """
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -20,7 +21,8 @@ from pathlib import Path
 from server import probe
 from server.launch import Ports, wait_ready
 
-STUB_REGION_PREFIX = "triton_python_backend_shm_region_"
+# The Python backend's stubs, and those of our Python-based onnxruntime / pytorch stand-ins, name their regions so.
+STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 
 
 def stub_regions(pid: int) -> set[Path]:
@@ -30,7 +32,7 @@ def stub_regions(pid: int) -> set[Path]:
             paths = {Path(line.split(maxsplit=5)[5].strip()) for line in maps if " /dev/shm/" in line}
     except OSError:
         return set()
-    return {path for path in paths if path.name.startswith(STUB_REGION_PREFIX)}
+    return {path for path in paths if STUB_REGION.match(path.name)}
 
 
 class Supervisor:
