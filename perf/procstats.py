@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from server.launch import mapped_shm_regions
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -32,10 +34,5 @@ def rss_bytes(pid: int) -> int:
 
 def shm_bytes(pid: int) -> tuple[int, int]:
     """(count, total size) of the /dev/shm files the server maps: its stubs' regions and clients' registered ones."""
-    try:
-        with open(f"/proc/{pid}/maps") as maps:
-            paths = {line.split(maxsplit=5)[5].strip() for line in maps if " /dev/shm/" in line}
-    except OSError:
-        return 0, 0
-    sizes = [os.stat(path).st_size for path in paths if os.path.exists(path)]
+    sizes = [path.stat().st_size for path in mapped_shm_regions(pid) if path.exists()]
     return len(sizes), sum(sizes)

@@ -4,8 +4,6 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,21 +75,6 @@ def role(process: psutil.Process) -> str:
     return Path(argv[0]).name if argv else process.name()
 
 
-def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"{what} not ready after {timeout} s")
-
-
 @contextmanager
 def triton(repository: Path, log: Path):
     ports = launch.Ports(*launch.free_ports(3))
@@ -121,7 +104,7 @@ def _apps(started: list[tuple[subprocess.Popen, str, str]], log):
     """Wait for every (process, url, name), yield, and stop them all whatever happens."""
     try:
         for process, url, name in started:
-            wait_http_ready(process, f"http://{url}", name)
+            launch.wait_http_ready(process, f"http://{url}", name, timeout=180)
         yield
     finally:
         for process, _, _ in started:

@@ -167,19 +167,34 @@ def start(
     )
 
 
-def wait_ready(process: subprocess.Popen, ports: Ports, host: str = "127.0.0.1", timeout: float = 120) -> None:
+def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: float = 120) -> None:
+    """Until `url`/v2/health/ready answers 200 (any server speaking Triton's HTTP protocol), or `process` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with code {process.returncode} before it was ready")
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
         try:
-            with urllib.request.urlopen(f"http://{host}:{ports.http}/v2/health/ready", timeout=1) as answer:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
                 if answer.status == 200:
                     return
         except OSError:
             pass
         time.sleep(0.2)
-    raise TimeoutError(f"tritonserver not ready after {timeout} s")
+    raise TimeoutError(f"{what} not ready after {timeout} s")
+
+
+def wait_ready(process: subprocess.Popen, ports: Ports, host: str = "127.0.0.1", timeout: float = 120) -> None:
+    wait_http_ready(process, f"http://{host}:{ports.http}", "tritonserver", timeout)
+
+
+def mapped_shm_regions(pid: int) -> set[Path]:
+    """The /dev/shm files a process maps (none if it is gone): tritonserver maps every stub region and every
+    client-registered region, so this names one server's regions even when other servers run beside it."""
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            return {Path(line.split(maxsplit=5)[5].strip()) for line in maps if " /dev/shm/" in line}
+    except OSError:
+        return set()
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> None:

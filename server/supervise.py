@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from server import probe
-from server.launch import Ports, wait_ready
+from server.launch import Ports, mapped_shm_regions, wait_ready
 
 # The Python backend's stubs, and those of our Python-based onnxruntime / pytorch stand-ins, name their regions so.
 STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
@@ -27,12 +27,7 @@ STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 
 def stub_regions(pid: int) -> set[Path]:
     """The Python-backend regions a tritonserver maps (not the clients' registered ones, which belong to them)."""
-    try:
-        with open(f"/proc/{pid}/maps") as maps:
-            paths = {Path(line.split(maxsplit=5)[5].strip()) for line in maps if " /dev/shm/" in line}
-    except OSError:
-        return set()
-    return {path for path in paths if STUB_REGION.match(path.name)}
+    return {path for path in mapped_shm_regions(pid) if STUB_REGION.match(path.name)}
 
 
 class Supervisor:

@@ -9,19 +9,10 @@ import pytest
 
 from client.admin import admin_headers
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, Ports, free_ports, mapped_shm_regions, start, stop, wait_ready
 
 REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
-
-
-def mapped_shm_regions(pid: int) -> set[Path]:
-    """The /dev/shm files a process maps: tritonserver maps every stub region and every client-registered region.
-
-    Checking these (not a /dev/shm listing) keeps the check to this server, even when other servers run beside it.
-    """
-    with open(f"/proc/{pid}/maps") as maps:
-        return {Path(line.split(maxsplit=5)[5].strip()) for line in maps if " /dev/shm/" in line}
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ from client.errors import (
 )
 from client.shm import cuda_module
 from export import corpus
-from server.launch import Ports, free_ports, start, stop, wait_ready
-from tests.conftest import REPOSITORY, mapped_shm_regions
+from server.launch import Ports, free_ports, mapped_shm_regions, start, stop, wait_ready
+from server.supervise import stub_regions
+from tests.conftest import REPOSITORY
 
 TEXTS = [c.text for c in corpus.split(corpus.generate())[2][:100]] + ["", "ok", "прайс 💸 " * 200]
 
@@ -255,7 +256,7 @@ def kill_server(process: subprocess.Popen) -> None:
     """kill -9 the whole server (stubs included) and remove its stubs' regions, which a crashed server cannot.
 
     It also maps the clients' registered regions; those stay, they belong to the clients."""
-    regions = [region for region in mapped_shm_regions(process.pid) if region.name.startswith("triton_")]
+    regions = stub_regions(process.pid)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     for region in regions:
