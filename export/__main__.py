@@ -65,7 +65,9 @@ def export_default(repo: Path, profile: str, seed: int) -> None:
         def member(name, platform, tensors, filename, write_artifact):
             (stage / name / "1").mkdir(parents=True)
             write_artifact(stage / name / "1" / filename)
-            spec = MemberSpec(name, platform, *tensors, classes, vocab, MAX_POSITIONS, shape.pad_to, shape.threads)
+            spec = MemberSpec(
+                name, platform, *tensors, classes, vocab, MAX_POSITIONS, shape.pad_to, shape.instances, shape.threads
+            )
             (stage / name / "config.pbtxt").write_text(member_config(spec))
 
         member(

@@ -11,7 +11,7 @@ from tritonclient.grpc import model_config_pb2
 
 MAX_BATCH_SIZE = 64
 PREFERRED_BATCH_SIZES = (8, 16, 32)
-MAX_QUEUE_DELAY_US = 200
+MAX_QUEUE_DELAY_US = 0  # measured best on 2 cores: see README "What to tune"
 # Bounded queues: under overload a member refuses at once ("Exceeds maximum queue size", UNAVAILABLE) what it could
 # not start within the timeout, instead of queueing without bound. The committed fuse and tokenizer configs say the
 # same (a test checks every member of the repository).
@@ -29,6 +29,7 @@ class MemberSpec:
     vocab_size: int
     max_seq_len: int
     warmup_seq: int  # the length the tokenizer pads to: what real traffic will look like
+    instances: int = 1
     threads: int = 1
 
 
@@ -71,7 +72,7 @@ input [
 output [
 {_tensor(spec.output, "TYPE_FP32", str(spec.num_classes))}
 ]
-instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
 {_parameter("vocab_size", spec.vocab_size)}
 {_parameter("max_seq_len", spec.max_seq_len)}

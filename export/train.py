@@ -40,6 +40,8 @@ def fit(
 @torch.inference_mode()
 def predict(model: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int = 256) -> np.ndarray:
     model.eval()
+    longest = max(int(mask.sum(1).max()), 1)  # as in fit(): padding changes nothing but time (4x, minilm at 128)
+    ids, mask = np.ascontiguousarray(ids[:, :longest]), np.ascontiguousarray(mask[:, :longest])
     parts = [
         model(torch.from_numpy(ids[i : i + batch_size]), torch.from_numpy(mask[i : i + batch_size]))
         for i in range(0, len(ids), batch_size)

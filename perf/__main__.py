@@ -12,6 +12,7 @@ import argparse
 import csv
 import dataclasses
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -40,7 +41,7 @@ class Mode:
 
 MODES = {
     # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
-    "quick": Mode((1, 4, 16), perf_analyzer.Windows(1000, 50, 4), 1.0, (8, 32), slow_requests=16),
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(800, 50, 4), 1.0, (8, 32), slow_requests=12),
     "full": Mode(
         (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
     ),
@@ -127,7 +128,7 @@ class Bench:
         )
         triton = system.server.startswith("triton")
         before = triton_stats.snapshot(running.http_url) if triton else None
-        cpu, wall = running.cpu_seconds(), time.monotonic()
+        cpu, client, wall = running.cpu_seconds(), children_cpu_seconds(), time.monotonic()
         row = {"profile": profile, "system": system.name, "concurrency": concurrency}
         self.done += 1
         try:
@@ -136,7 +137,7 @@ class Bench:
             self.results.append({**row, "error": str(error)})
             self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
             return
-        after, wall = running.cpu_seconds(), time.monotonic() - wall
+        after, client, wall = running.cpu_seconds(), children_cpu_seconds() - client, time.monotonic() - wall
         by_role = {process: spent - cpu.get(process, 0.0) for process, spent in after.items()}
         throughput = measured["Inferences/Second"]
         row |= {
@@ -146,6 +147,8 @@ class Bench:
             "server_cpu_pct": 100 * sum(by_role.values()) / wall,
             "server_cpu_us_per_request": sum(by_role.values()) / wall / throughput * 1e6,
             "server_memory_mib": running.memory_mib(),
+            "client_cpu_pct": 100 * client / wall,  # perf_analyzer's, on the same cores
+            "client_cpu_us_per_request": client / wall / throughput * 1e6,
         }
         self.results.append(row)
         for process, spent in sorted(by_role.items()):
@@ -162,7 +165,8 @@ class Bench:
         self.progress(
             f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: {throughput:8.1f} infer/s, "
             f"p50 {row['p50_us'] / 1e3:7.2f} ms, p99 {row['p99_us'] / 1e3:7.2f} ms, "
-            f"server CPU {row['server_cpu_pct']:.0f}%" + ("" if stable else " (unstable windows)")
+            f"server CPU {row['server_cpu_pct']:.0f}%, perf_analyzer {row['client_cpu_pct']:.0f}%"
+            + ("" if stable else " (unstable windows)")
         )
 
     def write(self) -> None:
@@ -177,6 +181,12 @@ class Bench:
                 writer = csv.DictWriter(file, columns)
                 writer.writeheader()
                 writer.writerows(rows)
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children: the perf_analyzer runs (servers are still running)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

@@ -13,8 +13,9 @@
 #   - the exported repositories: model_repository/ (make export) and, for PROFILE=minilm, build/minilm_repository.
 # The embedded tritonserver from nvidia-pytriton is a GPU build, so the same launcher serves KIND_GPU instances.
 #
-# Usage: perf/gpu.sh [BENCH=quick|full] [PROFILE="small minilm"]  (after merge with #7: use its KIND_GPU overlay
-# for the repository instead of `--gpu`, which rewrites the members' instance groups in this run's copies).
+# Usage: perf/gpu.sh [BENCH=quick|full] [PROFILE="small minilm"]
+# `python -m perf --gpu` serves each profile's members as deploy/gpu_overlay.py writes them for NVIDIA's container
+# (KIND_GPU instances, onnxruntime's CUDA execution provider), and runs the in-process limit on the GPU too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for arg in "$@"; do export "$arg"; done

@@ -25,9 +25,11 @@ class Result:
     p95_us: float
     p99_us: float
     cpu_us_per_row: float  # the callers' CPU time per classified row
+    fuse_p50_us: float  # the fuse step alone on this batch: what a served fuse step costs beyond its hand-off
 
 
-MIN_CALLS = 3  # per caller, however long: a minilm batch of 32 takes seconds
+MIN_CALLS = 2  # per caller, however long: a minilm batch of 32 takes seconds
+FUSE_CALLS = 300
 _ensemble: InProcessEnsemble | None = None  # one per caller process
 
 
@@ -36,8 +38,8 @@ def _load(repository: Path, gpu: bool) -> None:
     _ensemble = InProcessEnsemble(repository, threads=1, gpu=gpu)
 
 
-def _call_for(ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[np.ndarray, float, float]:
-    """Call the ensemble on this batch for `seconds`: (latencies in µs, wall s, CPU s)."""
+def _call_for(ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[np.ndarray, float, float, float]:
+    """Call the ensemble on this batch for `seconds`: (latencies in µs, wall s, CPU s, fuse-alone p50 µs)."""
     _ensemble.classify_ids(ids, mask)  # warm-up: first calls allocate
     latencies = []
     cpu, started = time.process_time(), time.perf_counter()
@@ -45,7 +47,14 @@ def _call_for(ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[np.nda
         call = time.perf_counter()
         _ensemble.classify_ids(ids, mask)
         latencies.append(time.perf_counter() - call)
-    return np.array(latencies) * 1e6, time.perf_counter() - started, time.process_time() - cpu
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    member_probs = [member(ids, mask) for member in _ensemble.members]
+    fuse = []
+    for _ in range(FUSE_CALLS):
+        call = time.perf_counter()
+        _ensemble.fuse(member_probs)
+        fuse.append(time.perf_counter() - call)
+    return np.array(latencies) * 1e6, wall, cpu, float(np.median(fuse)) * 1e6
 
 
 def measure(
@@ -66,9 +75,10 @@ def measure(
             batch_ids, batch_mask = np.ascontiguousarray(ids[rows]), np.ascontiguousarray(mask[rows])
             # An idle worker takes each job, so `count` jobs run in `count` processes at once.
             runs = [f.result() for f in [pool.submit(_call_for, batch_ids, batch_mask, seconds) for _ in range(count)]]
-            latencies = np.concatenate([latency for latency, _, _ in runs])
+            latencies = np.concatenate([run[0] for run in runs])
             done = len(latencies) * batch
             p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
             wall, cpu = max(run[1] for run in runs), sum(run[2] for run in runs)
-            results.append(Result(batch, count, done / wall, p50, p95, p99, cpu / done * 1e6))
+            fuse = float(np.median([run[3] for run in runs]))
+            results.append(Result(batch, count, done / wall, p50, p95, p99, cpu / done * 1e6, fuse))
     return results

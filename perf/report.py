@@ -115,8 +115,9 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
     )
     top_c = f"c={max(concurrencies):.0f}"
     lines = [
-        head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | CPU efficiency | server PSS MiB |",
-        "|---" * (len(concurrencies) + 7) + "|",
+        head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | CPU efficiency | server PSS MiB "
+        f"| perf_analyzer CPU % ({top_c}) |",
+        "|---" * (len(concurrencies) + 8) + "|",
     ]
     for system in SYSTEMS:
         best = saturation(results, profile, system.name)
@@ -124,7 +125,7 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
             failed = pick(results, profile=profile, system=system.name)
             if failed:
                 lines.append(
-                    f"| {system.label} | failed: {failed[0].get('error', '?')} |" + " |" * (len(concurrencies) + 4)
+                    f"| {system.label} | failed: {failed[0].get('error', '?')} |" + " |" * (len(concurrencies) + 5)
                 )
             continue
         cells = []
@@ -134,9 +135,10 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
         top = at(results, profile, system.name, int(max(concurrencies)))
         usage = (
             f"{top['server_cpu_pct']:.0f} | {top['server_cpu_us_per_request']:.0f} | "
-            f"{limit['cpu_us_per_row'] / top['server_cpu_us_per_request']:.0%} | {top['server_memory_mib']:.0f}"
+            f"{limit['cpu_us_per_row'] / top['server_cpu_us_per_request']:.0%} | {top['server_memory_mib']:.0f} | "
+            f"{top.get('client_cpu_pct', float('nan')):.0f}"
             if top
-            else "— | — | — | —"
+            else "— | — | — | — | —"
         )
         lines.append(
             f"| {system.label} | {best:.0f} | {best / limit['rows_per_s']:.0%} | " + " | ".join(cells) + f" | {usage} |"
@@ -264,6 +266,81 @@ def targets_table(profile: str, results: list[dict], limit: dict, overhead: dict
     return lines
 
 
+def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu: list[dict], times: list[dict]):
+    """Where the time goes, in this run's own figures: the per-process CPU split and Triton's queue/compute split."""
+    served = at(results, profile, SHM, TARGET_CONCURRENCY)
+    if served is None:
+        return []
+    c = float(TARGET_CONCURRENCY)
+    by_process = {
+        row["process"]: row["cpu_us_per_request"]
+        for row in pick(process_cpu, profile=profile, system=SHM, concurrency=c)
+    }
+    step = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=c)}
+    lines = ["### Where the time goes", ""]
+    total, inprocess = served["server_cpu_us_per_request"], limit["cpu_us_per_row"]
+    members = sum(by_process.get(f"stub {member}", 0.0) for member in MEMBERS)
+    server = by_process.get("tritonserver", 0.0)
+    light = {name: by_process.get(f"stub {name}", 0.0) for name in ("check_tokens", "fuse")}
+    rest = total - server - members - sum(light.values())
+    check_batch = step.get("check_tokens", {}).get("batch", 1.0)
+    if profile != "minilm":  # the profile the overhead target is set for
+        member_batch = step.get("transformer", {}).get("batch", 0.0)
+        lines += [
+            f"- **Served overhead, c={TARGET_CONCURRENCY}.** `{SHM}` spends {total:.0f} µs of server CPU per "
+            f"request, the in-process path {inprocess:.0f} µs per row (batch {limit['batch']:.0f}). The "
+            f"{total - inprocess:.0f} µs more, by process:",
+            f"  - tritonserver {server:.0f} µs: gRPC, the ensemble scheduler, tensors to and from four Python-backend "
+            "stubs (in-process there is no server);",
+            f"  - the `check_tokens` and `fuse` stubs {light['check_tokens']:.0f} + {light['fuse']:.0f} µs, where "
+            f"in-process the fuse code costs {floor['fuse_p50_us']:.0f} µs a call and the token check less;",
+            f"  - the member stubs {members:.0f} µs, {members - inprocess:+.0f} µs against the whole in-process path, "
+            f"on batches of {member_batch:.1f} rows instead of {limit['batch']:.0f}; other stubs {rest:.0f} µs.",
+            f"  - So a Python-backend step that computes nothing (`check_tokens`) costs "
+            f"{light['check_tokens'] * check_batch:.0f} µs of CPU per execution ({check_batch:.1f} requests each). "
+            f"One such hand-off is above the whole {TARGETS['overhead_small_us']:.0f} µs target, and the embedded "
+            "server runs every step, the members too, as a Python stub.",
+        ]
+    fuse = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=1.0)}.get("fuse")
+    if fuse:
+        lines.append(
+            f"- **Fuse step, c=1.** Triton counts {fuse['request_us']:.0f} µs per request: {fuse['queue_us']:.0f} µs "
+            f"queued (waking the stub's scheduler) and {fuse['compute_us']:.0f} µs compute, of which the fuse code "
+            f"itself is {floor['fuse_p50_us']:.0f} µs (in-process, batch 1); the other "
+            f"{fuse['compute_us'] - floor['fuse_p50_us']:.0f} µs is the Python backend passing the tensors through "
+            "shared memory and waking the stub and the server."
+        )
+    v0 = at(results, profile, "v0_monolith", TARGET_CONCURRENCY)
+    if v0:
+        ceiling = limit["rows_per_s"] / v0["throughput"]
+        cheaper = v0["server_cpu_us_per_request"] / total
+        lines.append(
+            f"- **Against v0.** v0 serves {v0['throughput']:.0f} infer/s at c={TARGET_CONCURRENCY}, and the "
+            f"in-process limit is {ceiling:.1f}x that on this machine. Both servers are bound by CPU that they "
+            f"share with perf_analyzer: v0 spends {v0['server_cpu_us_per_request']:.0f} µs per request, Triton "
+            f"{total:.0f} µs ({cheaper:.1f}x less), and throughput follows. perf_analyzer itself took "
+            f"{served['client_cpu_pct']:.0f}% CPU ({served['client_cpu_us_per_request']:.0f} µs per request) "
+            f"driving `{SHM}` and {v0['client_cpu_pct']:.0f}% driving v0: CPU the in-process limit never pays."
+            + (
+                f" {TARGETS['vs_v0']:.0f}x is out of reach by construction: no server beats the compute limit."
+                if ceiling < TARGETS["vs_v0"]
+                else ""
+            )
+        )
+    if profile == "minilm":
+        lines.append(
+            f"- **Against the in-process limit.** The member compute dominates ({members:.0f} of {total:.0f} µs per "
+            f"request in the member stubs); the server processes used {served['server_cpu_pct']:.0f}% of "
+            f"{100 * (os.cpu_count() or 1)}% CPU at c={TARGET_CONCURRENCY}, the rest went to perf_analyzer, which the "
+            "in-process limit does not run."
+        )
+    lines.append(
+        f"- **p99.** At c={TARGET_CONCURRENCY} closed-loop clients a request waits for the ones ahead of it, so p50 is "
+        "close to concurrency / throughput and p99 follows throughput."
+    )
+    return lines + [""]
+
+
 def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
     results, inprocess, model_times, process_cpu = (
         read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models", "process_cpu")
@@ -292,6 +369,7 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         image = plot(out, profile, results, limit, floor)
         lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets (issue #5)", ""]
         lines += targets_table(profile, results, limit, overhead)
+        lines += [""] + why(profile, results, limit, floor, pick(process_cpu, profile=profile), model_times)
         lines += ["", "### Systems", ""]
         lines += systems_table(profile, results, concurrencies, limit)
         lines += [

@@ -29,7 +29,7 @@ def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= vocab_size:
         raise BadRequest(f"INPUT_IDS: token ids must be in [0, {vocab_size}), got values in [{low}, {high}]")
-    if not np.isin(attention_mask, (0, 1)).all():
+    if int(attention_mask.min()) < 0 or int(attention_mask.max()) > 1:  # np.isin took 90 µs a call
         raise BadRequest("ATTENTION_MASK: values must be 0 or 1")
 
 

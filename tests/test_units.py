@@ -132,6 +132,27 @@ def test_member_config_parses_with_dynamic_batching_and_warmup():
     assert config.version_policy.HasField("latest")
 
 
+def test_member_config_serves_the_shapes_instances_and_threads():
+    shape = SHAPES["minilm"]
+    spec = MemberSpec("m", "pytorch_libtorch", ("A", "B"), "P", 6, 100, 512, 128, shape.instances, shape.threads)
+    config = parse(member_config(spec))
+    assert [group.count for group in config.instance_group] == [shape.instances]
+    assert config.parameters["INTRA_OP_THREAD_COUNT"].string_value == str(shape.threads)
+
+
+def test_bench_gpu_variant_moves_only_the_members_to_the_gpu(tmp_path):
+    from perf.repositories import variant
+    from python_backend.inprocess import read_config
+    from server.launch import ROOT
+
+    copy = variant(ROOT / "model_repository", tmp_path / "gpu", gpu=True)
+    kinds = {path.parent.name: read_config(path.parent) for path in copy.glob("*/config.pbtxt")}
+    gpu = {name for name, config in kinds.items() if any(g.kind == g.KIND_GPU for g in config.instance_group)}
+    assert gpu == {"transformer", "textcnn"}
+    accelerators = kinds["transformer"].optimization.execution_accelerators.gpu_execution_accelerator
+    assert [accelerator.name for accelerator in accelerators] == ["cuda"]
+
+
 def test_stacking_combiner_reads_what_export_fitted(tmp_path):
     from export.train import fit_stacking
 
