@@ -22,8 +22,9 @@ class TransformerShape:
     ffn: int
     pad_to: int  # tokenizer length used by the text ensemble for this shape
     pretrained: bool  # False where weights are random: a cost profile, not a classifier
-    # How the members are served: `instances` model instances of `threads` intra-op threads each. On 2 cores the
-    # minilm members reach more of the in-process limit as 2 instances x 1 thread than as 1 x 2 (perf/latest/tuning).
+    # How the members are served: `instances` model instances of `threads` intra-op threads each. For the minilm
+    # members on 2 cores, 2 x 1 thread gave more throughput at saturation and less CPU per request than 1 x 2
+    # (perf/latest/tuning/minilm-*).
     instances: int
     threads: int
 

@@ -148,7 +148,6 @@ class Bench:
             "server_cpu_us_per_request": sum(by_role.values()) / wall / throughput * 1e6,
             "server_memory_mib": running.memory_mib(),
             "client_cpu_pct": 100 * client / wall,  # perf_analyzer's, on the same cores
-            "client_cpu_us_per_request": client / wall / throughput * 1e6,
         }
         self.results.append(row)
         for process, spent in sorted(by_role.items()):

@@ -269,7 +269,7 @@ def targets_table(profile: str, results: list[dict], limit: dict, overhead: dict
 def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu: list[dict], times: list[dict]):
     """Where the time goes, in this run's own figures: the per-process CPU split and Triton's queue/compute split."""
     served = at(results, profile, SHM, TARGET_CONCURRENCY)
-    if served is None:
+    if served is None or "fuse_p50_us" not in floor:  # older runs did not time the fuse code alone
         return []
     c = float(TARGET_CONCURRENCY)
     by_process = {
@@ -277,86 +277,111 @@ def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu
         for row in pick(process_cpu, profile=profile, system=SHM, concurrency=c)
     }
     step = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=c)}
-    lines = ["### Where the time goes", ""]
     total, inprocess = served["server_cpu_us_per_request"], limit["cpu_us_per_row"]
     members = sum(by_process.get(f"stub {member}", 0.0) for member in MEMBERS)
-    server = by_process.get("tritonserver", 0.0)
-    light = {name: by_process.get(f"stub {name}", 0.0) for name in ("check_tokens", "fuse")}
-    rest = total - server - members - sum(light.values())
-    check_batch = step.get("check_tokens", {}).get("batch", 1.0)
+    stub = {name: by_process.get(f"stub {name}", 0.0) for name in ("check_tokens", "fuse")}
+    batch = {name: step.get(name, {}).get("batch", 1.0) for name in ("check_tokens", "fuse", "transformer")}
+    lines = ["### Where the time goes", ""]
     if profile != "minilm":  # the profile the overhead target is set for
-        member_batch = step.get("transformer", {}).get("batch", 0.0)
+        server = by_process.get("tritonserver", 0.0)
+        rest = total - server - members - sum(stub.values())
         lines += [
             f"- **Served overhead, c={TARGET_CONCURRENCY}.** `{SHM}` spends {total:.0f} µs of server CPU per "
             f"request, the in-process path {inprocess:.0f} µs per row (batch {limit['batch']:.0f}). The "
             f"{total - inprocess:.0f} µs more, by process:",
             f"  - tritonserver {server:.0f} µs: gRPC, the ensemble scheduler, tensors to and from four Python-backend "
             "stubs (in-process there is no server);",
-            f"  - the `check_tokens` and `fuse` stubs {light['check_tokens']:.0f} + {light['fuse']:.0f} µs, where "
-            f"in-process the fuse code costs {floor['fuse_p50_us']:.0f} µs a call and the token check less;",
+            f"  - the `check_tokens` stub {stub['check_tokens']:.0f} µs per request, "
+            f"{stub['check_tokens'] * batch['check_tokens']:.0f} µs per execution ({batch['check_tokens']:.1f} "
+            "requests each) for a check that costs microseconds;",
+            f"  - the `fuse` stub {stub['fuse']:.0f} µs per request, {stub['fuse'] * batch['fuse']:.0f} µs per "
+            f"execution ({batch['fuse']:.1f} requests each), where the fuse code costs {floor['fuse_p50_us']:.0f} µs "
+            "a call in-process;",
             f"  - the member stubs {members:.0f} µs, {members - inprocess:+.0f} µs against the whole in-process path, "
-            f"on batches of {member_batch:.1f} rows instead of {limit['batch']:.0f}"
+            f"on batches of {batch['transformer']:.1f} rows instead of {limit['batch']:.0f}"
             + (f"; other stubs {rest:.0f} µs." if rest >= 1 else "."),
-            f"  - So a Python-backend step that computes nothing (`check_tokens`) costs "
-            f"{light['check_tokens'] * check_batch:.0f} µs of CPU per execution ({check_batch:.1f} requests each). "
-            f"One such hand-off is above the whole {TARGETS['overhead_small_us']:.0f} µs target, and the embedded "
-            "server runs every step, the members too, as a Python stub.",
+            f"  - So one Python-backend hand-off costs more CPU than the whole {TARGETS['overhead_small_us']:.0f} µs "
+            "target, and the embedded server runs every step, the members too, as a Python stub.",
         ]
     fuse = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=1.0)}.get("fuse")
     if fuse:
         lines.append(
             f"- **Fuse step, c=1.** Triton counts {fuse['request_us']:.0f} µs per request: {fuse['queue_us']:.0f} µs "
-            f"queued (waking the stub's scheduler) and {fuse['compute_us']:.0f} µs compute, of which the fuse code "
-            f"itself is {floor['fuse_p50_us']:.0f} µs (in-process, batch 1); the other "
-            f"{fuse['compute_us'] - floor['fuse_p50_us']:.0f} µs is the Python backend passing the tensors through "
-            "shared memory and waking the stub and the server."
+            f"in its scheduler's queue and {fuse['compute_us']:.0f} µs compute, of which the fuse code itself is "
+            f"{floor['fuse_p50_us']:.0f} µs (in-process, batch 1). The other "
+            f"{fuse['compute_us'] - floor['fuse_p50_us']:.0f} µs is the Python backend: tensors through shared "
+            "memory, waking the stub and the server, and the stub reading requests and building responses."
         )
-    v0 = at(results, profile, "v0_monolith", TARGET_CONCURRENCY)
-    if v0:
-        lines.append(against_v0(served, v0, limit, by_process, step))
+    apps = {name: at(results, profile, name, TARGET_CONCURRENCY) for name in ("v0_monolith", "v1_fanout")}
+    if apps["v0_monolith"]:
+        lines.append(against_v0(served, apps["v0_monolith"], limit, by_process, step))
+    for name, key in (("v0_monolith", "vs_v0"), ("v1_fanout", "vs_v1")):
+        if apps[name] and limit["rows_per_s"] / apps[name]["throughput"] < TARGETS[key]:
+            lines.append(
+                f"- **{TARGETS[key]:.0f}x {name} is out of reach by construction:** it serves "
+                f"{apps[name]['throughput']:.0f} infer/s, and even the in-process limit is only "
+                f"{limit['rows_per_s'] / apps[name]['throughput']:.1f}x that."
+            )
     if profile == "minilm":
+        machine = 100 * (os.cpu_count() or 1)
+        idle = machine - served["server_cpu_pct"] - served["client_cpu_pct"]
         lines.append(
             f"- **Against the in-process limit.** The member compute dominates ({members:.0f} of {total:.0f} µs per "
-            f"request in the member stubs); the server processes used {served['server_cpu_pct']:.0f}% of "
-            f"{100 * (os.cpu_count() or 1)}% CPU at c={TARGET_CONCURRENCY}, the rest went to perf_analyzer, which the "
-            "in-process limit does not run."
+            f"request in the member stubs). At c={TARGET_CONCURRENCY} the server processes used "
+            f"{served['server_cpu_pct']:.0f}% of {machine}% CPU, perf_analyzer {served['client_cpu_pct']:.0f}%, and "
+            f"{idle:.0f}% went unused."
         )
-    lines.append(
-        f"- **p99.** At c={TARGET_CONCURRENCY} closed-loop clients a request waits for the ones ahead of it, so p50 is "
-        "close to concurrency / throughput and p99 follows throughput."
-    )
+    lines += p99_worse(served, apps, at(results, profile, f"{SHM}_no_batching", TARGET_CONCURRENCY), step)
     return lines + [""]
+
+
+def p99_worse(served: dict, apps: dict, no_batching: dict | None, step: dict) -> list[str]:
+    """Where Triton's p99 is worse than a web app's: the member batches a late request waits behind."""
+    worse = [name for name, app in apps.items() if app and served["p99_us"] > app["p99_us"]]
+    if not worse or "transformer" not in step:
+        return []
+    text = (
+        f"- **p99, c={TARGET_CONCURRENCY}.** `{SHM}` {ms(served['p99_us'])} ms against "
+        + ", ".join(f"{name} {ms(apps[name]['p99_us'])} ms" for name in worse)
+        + f". Each `transformer` execution took {step['transformer']['compute_us'] / 1e3:.0f} ms on batches of "
+        f"{step['transformer']['batch']:.1f} rows; a request arriving just after one started waits for it and then "
+        "for its own."
+    )
+    if no_batching:
+        text += (
+            f" With dynamic batching off the same server had p99 {ms(no_batching['p99_us'])} ms at "
+            f"{no_batching['throughput']:.1f} infer/s (this run: {served['throughput']:.1f})."
+        )
+    return [text]
 
 
 def against_v0(served: dict, v0: dict, limit: dict, by_process: dict, step: dict) -> str:
     """Whether the cores or the busiest single-instance step set Triton's pace against v0."""
-    ceiling = limit["rows_per_s"] / v0["throughput"]
     total = served["server_cpu_us_per_request"]
     text = (
         f"- **Against v0.** v0 serves {v0['throughput']:.0f} infer/s at c={TARGET_CONCURRENCY}, and the in-process "
-        f"limit is {ceiling:.1f}x that on this machine. Per request v0 spends {v0['server_cpu_us_per_request']:.0f} "
-        f"µs of server CPU, Triton {total:.0f} µs ({v0['server_cpu_us_per_request'] / total:.1f}x less). perf_analyzer "
-        f"itself took {served['client_cpu_pct']:.0f}% CPU driving `{SHM}` and {v0['client_cpu_pct']:.0f}% driving v0."
+        f"limit is {limit['rows_per_s'] / v0['throughput']:.1f}x that on this machine. Per request v0 spends "
+        f"{v0['server_cpu_us_per_request']:.0f} µs of server CPU, Triton {total:.0f} µs "
+        f"({v0['server_cpu_us_per_request'] / total:.1f}x less). perf_analyzer itself took "
+        f"{served['client_cpu_pct']:.0f}% CPU driving `{SHM}` and {v0['client_cpu_pct']:.0f}% driving v0."
     )
     machine = 100 * (os.cpu_count() or 1)
     used = served["server_cpu_pct"] + served["client_cpu_pct"]
     # Triton adds a batch's duration to each of its requests: executions/s x compute µs = the time a step was busy.
     busy = {m: served["throughput"] / step[m]["batch"] * step[m]["compute_us"] / 1e6 for m in MEMBERS if m in step}
     if used >= 0.85 * machine or not busy:
-        text += f" Triton and perf_analyzer used {used:.0f}% of {machine}% CPU: throughput follows CPU per request."
-    else:
-        name = max(busy, key=busy.get)
-        batch, execution_us = step[name]["batch"], step[name]["compute_us"]
-        text += (
-            f" The cores were not full ({used:.0f}% of {machine}% CPU): `{name}` was executing {busy[name]:.0%} of "
-            f"the run (summed over its instances) on batches of {batch:.1f} rows, each execution taking "
-            f"{execution_us / 1e3:.1f} ms for {by_process.get(f'stub {name}', 0.0) * batch / 1e3:.1f} ms of its "
-            "stub's CPU. That step's wall time, "
-            "spent waiting for a core and for the hand-offs, sets the pace, not the CPU cost."
+        return (
+            text + f" Triton and perf_analyzer used {used:.0f}% of {machine}% CPU: throughput follows CPU per request."
         )
-    if ceiling < TARGETS["vs_v0"]:
-        text += f" {TARGETS['vs_v0']:.0f}x is out of reach by construction: no server beats the compute limit."
-    return text
+    name = max(busy, key=busy.get)
+    batch, execution_us = step[name]["batch"], step[name]["compute_us"]
+    return text + (
+        f" The cores were not full ({used:.0f}% of {machine}% CPU): `{name}` was executing {busy[name]:.0%} of "
+        f"the run (summed over its instances) on batches of {batch:.1f} rows, each execution taking "
+        f"{execution_us / 1e3:.1f} ms for {by_process.get(f'stub {name}', 0.0) * batch / 1e3:.1f} ms of its "
+        "stub's CPU. That step's wall time, spent waiting for a core and for the hand-offs, sets the pace, not the "
+        "CPU cost."
+    )
 
 
 def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:

@@ -4,6 +4,7 @@ Variants are parsed, changed and re-written copies; the committed repository and
 are.
 """
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -23,20 +24,21 @@ THREAD_PARAMETERS = ("intra_op_thread_count", "INTRA_OP_THREAD_COUNT")  # as exp
 
 
 def for_profile(profile: str) -> Path:
-    """small: the repository `make export` wrote. minilm: exported once into build/ (about 150 s), then reused
-    until its shape in export/members.py changes."""
+    """small: the repository `make export` wrote. minilm: exported into build/ (about 50 s), then reused until its
+    shape (export/members.py) or the configs export writes (export/configs.py) change."""
     if profile == "small":
         repository = ROOT / "model_repository"
         if not (repository / "transformer").exists():
             raise SystemExit("model_repository/ has no exported members: run `make export` first")
         return repository
     repository = ROOT / "build" / f"{profile}_repository"
-    stamp = repository / "shape.txt"  # the shape it was exported with
-    if not stamp.exists() or stamp.read_text() != repr(SHAPES[profile]):
+    stamp = repository / "exported-with.txt"
+    exported_with = f"{SHAPES[profile]!r}\n{hashlib.sha1((ROOT / 'export' / 'configs.py').read_bytes()).hexdigest()}"
+    if not stamp.exists() or stamp.read_text() != exported_with:
         print(f"exporting the {profile} profile into {repository} (once per shape)", flush=True)
         command = [sys.executable, "-m", "export", "--profile", profile, "--repository", str(repository)]
         subprocess.run(command, check=True, cwd=ROOT)
-        stamp.write_text(repr(SHAPES[profile]))
+        stamp.write_text(exported_with)
     return repository
 
 
