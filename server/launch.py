@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TRITON = Path(pytriton.__file__).parent / "tritonserver"
 BUNDLED_LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
 PYTHON_BACKENDS = ("onnxruntime", "pytorch")
+# The Python backend's stubs, and those of our Python-based onnxruntime / pytorch stand-ins, name their regions so.
+STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 # Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.
 # Inference, health, metadata, model config and statistics stay open.
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
@@ -197,12 +199,27 @@ def mapped_shm_regions(pid: int) -> set[Path]:
         return set()
 
 
-def stop(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM lets Triton unload models and remove its shared-memory regions; SIGKILL only if it hangs."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)
-            process.wait()
+def stub_regions(pid: int) -> set[Path]:
+    """The Python-backend regions a tritonserver maps (not the clients' registered ones, which belong to them)."""
+    return {path for path in mapped_shm_regions(pid) if STUB_REGION.match(path.name)}
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> set[Path]:
+    """SIGTERM lets Triton unload models and remove its shared-memory regions; SIGKILL only if it hangs.
+
+    Returns the stub regions it left behind, now removed: a killed server leaves them all, and tritonserver 2.51
+    sometimes crashes (SIGSEGV) when stopped moments after clients vanished with requests in flight.
+    """
+    if process.poll() is not None:
+        return set()
+    regions = stub_regions(process.pid)
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait()
+    left = {region for region in regions if region.exists()}
+    for region in left:
+        region.unlink(missing_ok=True)
+    return left

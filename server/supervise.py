@@ -11,7 +11,6 @@ left in /dev/shm (a killed server cannot).
 """
 
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -19,15 +18,7 @@ import time
 from pathlib import Path
 
 from server import probe
-from server.launch import Ports, mapped_shm_regions, wait_ready
-
-# The Python backend's stubs, and those of our Python-based onnxruntime / pytorch stand-ins, name their regions so.
-STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
-
-
-def stub_regions(pid: int) -> set[Path]:
-    """The Python-backend regions a tritonserver maps (not the clients' registered ones, which belong to them)."""
-    return {path for path in mapped_shm_regions(pid) if STUB_REGION.match(path.name)}
+from server.launch import Ports, stub_regions, wait_ready
 
 
 class Supervisor:

@@ -18,8 +18,7 @@ import pytest
 
 from export import corpus
 from server import probe
-from server.launch import ROOT, Ports
-from server.supervise import stub_regions
+from server.launch import ROOT, Ports, stub_regions
 from tests.conftest import free_ports, repository_copy
 
 # fuse in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each on 2 cores.
