@@ -21,6 +21,7 @@ LABELS = {system.name: system.label for system in SYSTEMS}
 SHM = "triton_grpc_shm"  # the served system the issue's targets are set for
 TARGET_CONCURRENCY = 16
 MEMBERS = ("transformer", "textcnn")  # the ensemble's parallel step
+MACHINE_CPU_PCT = 100 * (os.cpu_count() or 1)  # what every process together could use
 TARGETS = {  # from issue #5, checked against each run
     "efficiency_minilm": 0.90,
     "overhead_small_us": 100.0,
@@ -323,13 +324,12 @@ def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu
                 f"{limit['rows_per_s'] / apps[name]['throughput']:.1f}x that."
             )
     if profile == "minilm":
-        machine = 100 * (os.cpu_count() or 1)
-        idle = machine - served["server_cpu_pct"] - served["client_cpu_pct"]
+        idle = MACHINE_CPU_PCT - served["server_cpu_pct"] - served["client_cpu_pct"]
         lines.append(
             f"- **Against the in-process limit.** The member compute dominates ({members:.0f} of {total:.0f} µs per "
             f"request in the member stubs). At c={TARGET_CONCURRENCY} the server processes used "
-            f"{served['server_cpu_pct']:.0f}% of {machine}% CPU, perf_analyzer {served['client_cpu_pct']:.0f}%, and "
-            f"{idle:.0f}% went unused."
+            f"{served['server_cpu_pct']:.0f}% of {MACHINE_CPU_PCT}% CPU, perf_analyzer "
+            f"{served['client_cpu_pct']:.0f}%, and {idle:.0f}% went unused."
         )
     lines += p99_worse(served, apps, at(results, profile, f"{SHM}_no_batching", TARGET_CONCURRENCY), step)
     return lines + [""]
@@ -365,18 +365,18 @@ def against_v0(served: dict, v0: dict, limit: dict, by_process: dict, step: dict
         f"({v0['server_cpu_us_per_request'] / total:.1f}x less). perf_analyzer itself took "
         f"{served['client_cpu_pct']:.0f}% CPU driving `{SHM}` and {v0['client_cpu_pct']:.0f}% driving v0."
     )
-    machine = 100 * (os.cpu_count() or 1)
     used = served["server_cpu_pct"] + served["client_cpu_pct"]
     # Triton adds a batch's duration to each of its requests: executions/s x compute µs = the time a step was busy.
     busy = {m: served["throughput"] / step[m]["batch"] * step[m]["compute_us"] / 1e6 for m in MEMBERS if m in step}
-    if used >= 0.85 * machine or not busy:
-        return (
-            text + f" Triton and perf_analyzer used {used:.0f}% of {machine}% CPU: throughput follows CPU per request."
+    if used >= 0.85 * MACHINE_CPU_PCT or not busy:
+        full = (
+            f" Triton and perf_analyzer used {used:.0f}% of {MACHINE_CPU_PCT}% CPU: throughput follows CPU per request."
         )
+        return text + full
     name = max(busy, key=busy.get)
     batch, execution_us = step[name]["batch"], step[name]["compute_us"]
     return text + (
-        f" The cores were not full ({used:.0f}% of {machine}% CPU): `{name}` was executing {busy[name]:.0%} of "
+        f" The cores were not full ({used:.0f}% of {MACHINE_CPU_PCT}% CPU): `{name}` was executing {busy[name]:.0%} of "
         f"the run (summed over its instances) on batches of {batch:.1f} rows, each execution taking "
         f"{execution_us / 1e3:.1f} ms for {by_process.get(f'stub {name}', 0.0) * batch / 1e3:.1f} ms of its "
         "stub's CPU. That step's wall time, spent waiting for a core and for the hand-offs, sets the pace, not the "

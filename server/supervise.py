@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from server import probe
-from server.launch import Ports, stub_regions, wait_ready
+from server.launch import Ports, stop, stub_regions, wait_ready
 
 
 class Supervisor:
@@ -110,10 +110,6 @@ class Supervisor:
             pass  # exited or stuck while loading: the loop restarts it if it exits
         while not self.stopping.wait(self.interval):
             self.watch_once()
-        self.process.terminate()
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop(self.process, timeout=60)
         self.reap()
         return self.process.returncode

@@ -15,21 +15,25 @@ from tests.test_serving import PROTOCOLS, TEXTS, assert_same, client, infer, tex
 REFUSED = "is restricted, expecting header"  # tritonserver's own message, for gRPC and HTTP
 
 
-def without_key(server, protocol) -> list[dict | None]:
+def assert_refused_without_key(server, protocol, *calls) -> None:
+    """Each call(headers) is refused with no admin header and with a wrong key."""
     wrong = {name: "x" * 32 for name in server.admin_headers(protocol)}
-    return [None, wrong]
+    for headers in (None, wrong):
+        for call in calls:
+            with pytest.raises(InferenceServerException, match=REFUSED):
+                call(headers)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_model_repository_control_needs_the_key(server, protocol):
     with client(server, protocol) as triton:
-        for headers in without_key(server, protocol):
-            with pytest.raises(InferenceServerException, match=REFUSED):
-                triton.get_model_repository_index(headers=headers)
-            with pytest.raises(InferenceServerException, match=REFUSED):
-                triton.load_model("fuse", headers=headers)
-            with pytest.raises(InferenceServerException, match=REFUSED):
-                triton.unload_model("fuse", headers=headers)
+        assert_refused_without_key(
+            server,
+            protocol,
+            lambda headers: triton.get_model_repository_index(headers=headers),
+            lambda headers: triton.load_model("fuse", headers=headers),
+            lambda headers: triton.unload_model("fuse", headers=headers),
+        )
         admin = server.admin_headers(protocol)
         index = triton.get_model_repository_index(headers=admin)
         names = {m.name for m in index.models} if protocol == "grpc" else {m["name"] for m in index}
@@ -47,11 +51,12 @@ def test_shared_memory_registration_needs_the_key(server, protocol):
     admin = server.admin_headers(protocol)
     try:
         with client(server, protocol) as triton:
-            for headers in without_key(server, protocol):
-                with pytest.raises(InferenceServerException, match=REFUSED):
-                    triton.register_system_shared_memory(key, f"/{key}", 64, headers=headers)
-                with pytest.raises(InferenceServerException, match=REFUSED):
-                    triton.get_system_shared_memory_status(headers=headers)
+            assert_refused_without_key(
+                server,
+                protocol,
+                lambda headers: triton.register_system_shared_memory(key, f"/{key}", 64, headers=headers),
+                lambda headers: triton.get_system_shared_memory_status(headers=headers),
+            )
             assert key not in str(triton.get_system_shared_memory_status(headers=admin))
             triton.register_system_shared_memory(key, f"/{key}", 64, headers=admin)
             try:
@@ -84,11 +89,12 @@ def test_a_key_the_flag_cannot_carry_is_refused_before_start(key):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_trace_and_log_settings_need_the_key(server, protocol):
     with client(server, protocol) as triton:
-        for headers in without_key(server, protocol):
-            with pytest.raises(InferenceServerException, match=REFUSED):
-                triton.get_trace_settings(headers=headers)
-            with pytest.raises(InferenceServerException, match=REFUSED):
-                triton.update_log_settings({"log_verbose_level": 1}, headers=headers)
+        assert_refused_without_key(
+            server,
+            protocol,
+            lambda headers: triton.get_trace_settings(headers=headers),
+            lambda headers: triton.update_log_settings({"log_verbose_level": 1}, headers=headers),
+        )
         admin = server.admin_headers(protocol)
         assert triton.get_trace_settings(headers=admin)
         assert triton.get_log_settings(headers=admin)
