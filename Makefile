@@ -7,7 +7,12 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
 ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/1/model.pt \
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-             model_repository/check_tokens/config.pbtxt
+             model_repository/fuse/config.pbtxt
+
+# Triton's native backends build from these unmodified upstream sources (server/native_backends.py); without the
+# folder, the build clones the same pinned commits.
+TRITON_SOURCE_DIR ?= $(wildcard $(CURDIR)/../shared/third_party)
+export TRITON_SOURCE_DIR
 
 BENCH ?= quick
 PROFILE ?= small minilm
@@ -15,7 +20,9 @@ PROFILE ?= small minilm
 .PHONY: install export serve test lint clean bench bench-client compose-tools gpu-overlay deploy rollback \
         soak bench-overload reliability fuzz
 
+# The native backends are cached in build/native/<hash of their inputs>: after the first build this is a quick check.
 install: $(INSTALLED)
+	$(PY) -m server.native_backends
 
 $(INSTALLED): requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -31,13 +38,13 @@ $(ARTIFACTS) &: $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py
 
 export: $(ARTIFACTS)
 
-serve: export
+serve: install export
 	$(PY) -m server
 
-test: export compose-tools
+test: install export compose-tools
 	$(PY) -m pytest
 
-bench: export
+bench: install export
 	$(PY) -m perf --mode $(BENCH) $(foreach profile,$(PROFILE),--profile $(profile))
 
 bench-client: export  # shared memory against plain gRPC through the client library
@@ -90,4 +97,4 @@ lint: install
 clean:
 	rm -rf build model_repository.retired model_repository/transformer model_repository/textcnn \
 	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-	       model_repository/check_tokens/config.pbtxt
+	       model_repository/fuse/config.pbtxt

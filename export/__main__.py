@@ -12,14 +12,15 @@ import numpy as np
 
 from export import corpus, repository, tokenizer
 from export.artifacts import export_onnx, export_torchscript, parity_samples
-from export.configs import MemberSpec, check_tokens_config, member_config
-from export.members import MAX_POSITIONS, SHAPES, TextCNN, TransformerClassifier
+from export.configs import MemberSpec, fuse_config, member_config
+from export.members import MAX_POSITIONS, SHAPES, CheckedInputs, TextCNN, TransformerClassifier
 from export.train import accuracy, fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.text import encode
 
-ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), "PROBS")
-TORCHSCRIPT_TENSORS = (("INPUT_IDS__0", "ATTENTION_MASK__1"), "PROBS__0")  # the libtorch backend's convention
+ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))
+# The libtorch backend's convention: <name>__<index>, in forward()'s argument and result order.
+TORCHSCRIPT_TENSORS = (("INPUT_IDS__0", "ATTENTION_MASK__1"), ("PROBS__0", "INPUT_ERRORS__1"))
 
 
 def encoded(tok, comments: list[corpus.Comment]):
@@ -75,26 +76,26 @@ def export_default(repo: Path, profile: str, seed: int) -> None:
             "onnxruntime_onnx",
             ONNX_TENSORS,
             "model.onnx",
-            lambda path: export_onnx(transformer, path, samples),
+            lambda path: export_onnx(CheckedInputs(transformer, vocab, MAX_POSITIONS), path, samples),
         )
         member(
             "textcnn",
             "pytorch_libtorch",
             TORCHSCRIPT_TENSORS,
             "model.pt",
-            lambda path: export_torchscript(textcnn, path, samples),
+            lambda path: export_torchscript(CheckedInputs(textcnn, vocab, MAX_POSITIONS), path, samples),
         )
         # Only now, with every parity check passed, does anything reach the repository.
         repository.prepare(repo)
         tok.save(str(repo / "tokenizer" / "1" / "tokenizer.json"))
-        staged_check = stage / "check_tokens.pbtxt"
-        staged_check.write_text(check_tokens_config(vocab, MAX_POSITIONS))
-        staged_check.replace(repo / "check_tokens" / "config.pbtxt")
+        staged_fuse = stage / "fuse.pbtxt"
+        staged_fuse.write_text(fuse_config(list(members), list(corpus.TOPICS), vocab, MAX_POSITIONS))
+        staged_fuse.replace(repo / "fuse" / "config.pbtxt")
         np.savez(repo / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
         for name in members:
             repository.install_model(stage / name, repo / name, trash=stage)
     print(
-        f"wrote {', '.join(members)}, tokenizer.json, stacking.npz and check_tokens' limits into {repo} "
+        f"wrote {', '.join(members)}, tokenizer.json, stacking.npz and fuse's config into {repo} "
         f"in {time.monotonic() - started:.1f} s"
     )
 

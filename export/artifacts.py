@@ -18,22 +18,28 @@ class ParityError(RuntimeError):
 def eager(model: nn.Module):
     """The eager model as a numpy function, the reference an export is checked against."""
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def run(ids: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
         with torch.inference_mode():
-            return model(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+            return [output.numpy() for output in model(torch.from_numpy(ids), torch.from_numpy(mask))]
 
     return run
+
+
+def as_list(result) -> list[np.ndarray]:
+    return list(result) if isinstance(result, list | tuple) else [result]
 
 
 def check_parity(name: str, reference, run_exported, samples: list[tuple[np.ndarray, np.ndarray]]) -> float:
     """Max abs difference between exported and reference outputs over every sample; raises above the tolerance.
 
-    `reference` and `run_exported` map (ids, mask) numpy arrays to numpy probabilities: at export the reference is
-    the eager model, at deploy (export/deploy.py) the same artifact run one unpadded row at a time.
+    `reference` and `run_exported` map (ids, mask) numpy arrays to a numpy output or a list of them (every output is
+    compared): at export the reference is the eager model, at deploy (export/deploy.py) the same artifact run one
+    unpadded row at a time.
     """
     worst = 0.0
     for ids, mask in samples:
-        worst = max(worst, float(np.abs(run_exported(ids, mask) - reference(ids, mask)).max()))
+        pairs = zip(as_list(run_exported(ids, mask)), as_list(reference(ids, mask)), strict=True)
+        worst = max(worst, *(float(np.abs(exported - expected).max()) for exported, expected in pairs))
     print(f"  parity {name}: max abs diff {worst:.2e} over {len(samples)} input shapes (limit {PARITY_TOLERANCE:.0e})")
     if not worst <= PARITY_TOLERANCE:  # also catches NaN
         raise ParityError(f"{name}: exported output differs from eager by {worst:.3e} > {PARITY_TOLERANCE}")
@@ -41,18 +47,22 @@ def check_parity(name: str, reference, run_exported, samples: list[tuple[np.ndar
 
 
 def export_onnx(
-    model: nn.Module, path: Path, samples, input_names=("INPUT_IDS", "ATTENTION_MASK"), output_name: str = "PROBS"
+    model: nn.Module,
+    path: Path,
+    samples,
+    input_names=("INPUT_IDS", "ATTENTION_MASK"),
+    output_names=("PROBS", "INPUT_ERRORS"),
 ) -> float:
     """ONNX with readable tensor names and dynamic batch and sequence axes."""
     ids, mask = samples[0]
-    axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {output_name: {0: "batch"}}
+    axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {name: {0: "batch"} for name in output_names}
     torch.onnx.export(
         model,
         (torch.from_numpy(ids), torch.from_numpy(mask)),
         str(path),
         dynamo=False,
         input_names=list(input_names),
-        output_names=[output_name],
+        output_names=list(output_names),
         dynamic_axes=axes,
         opset_version=OPSET,
     )
@@ -60,7 +70,7 @@ def export_onnx(
     return check_parity(
         path.parent.parent.name,
         eager(model),
-        lambda i, m: session.run(None, {input_names[0]: i, input_names[1]: m})[0],
+        lambda i, m: session.run(None, {input_names[0]: i, input_names[1]: m}),
         samples,
     )
 
@@ -74,15 +84,19 @@ def export_torchscript(model: nn.Module, path: Path, samples) -> float:
 
     def run(i, m):
         with torch.inference_mode():
-            return loaded(torch.from_numpy(i), torch.from_numpy(m)).numpy()
+            return [output.numpy() for output in loaded(torch.from_numpy(i), torch.from_numpy(m))]
 
     return check_parity(path.parent.parent.name, eager(model), run, samples)
 
 
 def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Real rows at several batch sizes and sequence lengths, so dynamic axes are exercised, not just traced."""
+    """Real rows at several batch sizes and sequence lengths, so dynamic axes are exercised, not just traced, and
+    rows a client got wrong (ids outside the vocabulary, a mask that is not 0/1), which the graph must repair alike."""
     longest = int(mask.sum(1).max())  # cutting the padding here keeps every real token
+    bad_ids, bad_mask = ids[:4].copy(), mask[:4].copy()
+    bad_ids[0, 0], bad_ids[1, 1], bad_mask[2, 0] = -1, 10**9, 2
     return [
+        (bad_ids, bad_mask),
         (ids[:8], mask[:8]),
         (ids[8:9], mask[8:9]),
         (ids[:33, :longest], mask[:33, :longest]),

@@ -1,7 +1,7 @@
 """config.pbtxt for the members, written by the exporter beside each artifact.
 
-The same file serves the embedded CPU server (Python-based onnxruntime/pytorch backends) and the NGC container
-(native backends): only standard fields plus `parameters`, which the native backends ignore or understand.
+The same file serves the embedded CPU server and the NGC container, both with Triton's native onnxruntime and pytorch
+backends: only standard fields plus `parameters`, which the native backends ignore or understand.
 """
 
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ class MemberSpec:
     name: str
     platform: str  # "onnxruntime_onnx" | "pytorch_libtorch"
     inputs: tuple[str, str]  # (token ids, attention mask)
-    output: str
+    outputs: tuple[str, str]  # (class probabilities, INPUT_ERRORS: export.members.CheckedInputs)
     num_classes: int
     vocab_size: int
     max_seq_len: int
@@ -55,8 +55,13 @@ def dynamic_batching(preferred: tuple[int, ...] = ()) -> str:
 
 def member_config(spec: MemberSpec) -> str:
     ids, mask = spec.inputs
-    # Each backend reads its own thread-count key; both are standard names of the native backends.
-    threads = "intra_op_thread_count" if spec.platform == "onnxruntime_onnx" else "INTRA_OP_THREAD_COUNT"
+    probs, errors = spec.outputs
+    # Each backend reads its own thread-count keys. Library defaults (a thread per core in each pool) cost 50-95% more
+    # CPU per request on 2 cores (../shared/notes/native-backends.md), so both pools are set.
+    if spec.platform == "onnxruntime_onnx":
+        threads = _parameter("intra_op_thread_count", spec.threads) + "\n" + _parameter("inter_op_thread_count", 1)
+    else:
+        threads = _parameter("INTRA_OP_THREAD_COUNT", spec.threads) + "\n" + _parameter("INTER_OP_THREAD_COUNT", 1)
     warmup_inputs = "\n".join(
         f'    inputs {{ key: "{name}" value: {{ data_type: TYPE_INT64 dims: [ {spec.warmup_seq} ] zero_data: true }} }}'
         for name in spec.inputs
@@ -70,13 +75,15 @@ input [
 {_tensor(mask, "TYPE_INT64", "-1")}
 ]
 output [
-{_tensor(spec.output, "TYPE_FP32", str(spec.num_classes))}
+{_tensor(probs, "TYPE_FP32", str(spec.num_classes))},
+{_tensor(errors, "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
+# The limits that the graph enforces (export.members.CheckedInputs); read by deploy/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
 {_parameter("max_seq_len", spec.max_seq_len)}
-{_parameter(threads, spec.threads)}
+{threads}
 model_warmup [
   {{
     name: "batch_{PREFERRED_BATCH_SIZES[-1]}"
@@ -93,22 +100,30 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def check_tokens_config(vocab_size: int, max_seq_len: int) -> str:
-    """The `feedback` ensemble's first step validates what clients send against the members' limits."""
-    text = f"""# Written by export/: the limits come from the trained tokenizer and members.
-name: "check_tokens"
+def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
+    """The last step of both ensembles; it reads the members' input limits to word the errors of bad requests."""
+    probs = ",\n".join(_tensor(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
+    text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
+# INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone.
+# combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking" (1/stacking.npz, fitted
+# by export/ on a validation split).
+name: "fuse"
 backend: "python"
 max_batch_size: {MAX_BATCH_SIZE}
 input [
-{_tensor("INPUT_IDS", "TYPE_INT64", "-1")},
-{_tensor("ATTENTION_MASK", "TYPE_INT64", "-1")}
+{probs},
+{_tensor("input_errors", "TYPE_INT32", "1")}
 ]
 output [
-{_tensor("CHECKED_INPUT_IDS", "TYPE_INT64", "-1")},
-{_tensor("CHECKED_ATTENTION_MASK", "TYPE_INT64", "-1")}
+{_tensor("PROBS", "TYPE_FP32", str(len(class_names)))},
+{_tensor("LABEL", "TYPE_STRING", "1")},
+{_tensor("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}
+{_parameter("class_names", ",".join(class_names))}
+{_parameter("combiner", "weighted_mean")}
+{_parameter("weights", ",".join(f"{member}=1" for member in members))}
 {_parameter("vocab_size", vocab_size)}
 {_parameter("max_seq_len", max_seq_len)}
 """

@@ -115,3 +115,38 @@ class TextCNN(nn.Module):
                 (h * mask[:, None, :]).amax(-1)
             )  # ReLU >= 0, so zeroing padding leaves the max of real tokens
         return self.head(torch.cat(pooled, 1)).softmax(-1)
+
+
+# INPUT_ERRORS bits, one int32 per row: what the fuse step (python_backend/fuse.py) turns into the request's error.
+ID_OUT_OF_RANGE, MASK_NOT_BINARY, BAD_LENGTH = 1, 2, 4
+
+
+class CheckedInputs(nn.Module):
+    """A member as Triton's native backends serve it: they check names, dtypes and ranks, nothing else, and run a
+    whole dynamic batch as one call, so a bad row must never make the graph fail.
+
+    Inside the graph, ids outside [0, vocab_size) and their positions are masked out (id 0, mask 0), the mask is read
+    as "not 0", and sequences are cut to max_seq_len; one padding column is appended first so that an empty sequence
+    still runs (every member is invariant to padding). Good rows get exactly the wrapped member's answer. The second
+    output, INPUT_ERRORS, says per row which of those repairs were needed (0 for a good row).
+    """
+
+    def __init__(self, member: nn.Module, vocab_size: int, max_seq_len: int):
+        super().__init__()
+        self.member, self.vocab_size, self.max_seq_len = member, vocab_size, max_seq_len
+        self.eval()  # made for export: torch.onnx.export restores the wrapper's mode, and with it the member's
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        in_vocab = (input_ids >= 0) & (input_ids < self.vocab_size)
+        binary = (attention_mask == 0) | (attention_mask == 1)
+        positions = torch.ones_like(input_ids[0]).cumsum(0)  # 1..seq as tensor ops, so traced graphs stay dynamic
+        bad_length = (positions.sum() == 0) | (positions > self.max_seq_len).any()
+        errors = (
+            (~in_vocab).any(1).to(torch.int32) * ID_OUT_OF_RANGE
+            + (~binary).any(1).to(torch.int32) * MASK_NOT_BINARY
+            + bad_length.to(torch.int32) * BAD_LENGTH
+        )
+        padding = torch.zeros_like(input_ids[:, :1])
+        ids = torch.cat([torch.where(in_vocab, input_ids, 0), padding], 1)[:, : self.max_seq_len]
+        mask = torch.cat([((attention_mask != 0) & in_vocab).to(attention_mask.dtype), padding], 1)
+        return self.member(ids, mask[:, : self.max_seq_len]), errors[:, None]

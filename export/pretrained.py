@@ -10,7 +10,7 @@ from torch import nn
 from export import corpus, repository
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
-from export.members import MAX_POSITIONS
+from export.members import MAX_POSITIONS, CheckedInputs
 from export.train import accuracy, predict
 from python_backend.text import encode
 
@@ -69,12 +69,12 @@ def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
     with repository.staging(repo) as stage:
         version_dir = stage / "version"
         version_dir.mkdir()
-        export_onnx(model, version_dir / "model.onnx", samples)
+        export_onnx(CheckedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
         spec = MemberSpec(
             name,
             "onnxruntime_onnx",
             ("INPUT_IDS", "ATTENTION_MASK"),
-            "PROBS",
+            ("PROBS", "INPUT_ERRORS"),
             len(corpus.TOPICS),
             vocab_size,
             max_seq_len,

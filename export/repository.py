@@ -11,9 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "model_repository"
-COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "check_tokens", "tokenizer", "fuse")
+COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "tokenizer", "fuse")
 # What export writes into those folders (git ignores them): a copy must not carry another run's.
-GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "check_tokens/config.pbtxt"}
+GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.pbtxt"}
 
 
 def prepare(repository: Path) -> None:

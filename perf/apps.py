@@ -31,8 +31,9 @@ def _repository() -> Path:
 
 
 def _check_tokens(repository: Path):
-    """The same validation `check_tokens` does in front of the Triton ensemble, with the same limits."""
-    parameters = {key: value.string_value for key, value in read_config(repository / "check_tokens").parameters.items()}
+    """The web apps check token ids in Python before running anything, as such apps do, with the limits of the
+    fuse config (Triton's members repair and flag bad ids in the graph instead)."""
+    parameters = {key: value.string_value for key, value in read_config(repository / "fuse").parameters.items()}
     vocab_size, max_seq_len = int(parameters["vocab_size"]), int(parameters["max_seq_len"])
 
     def check(inputs: kserve.Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -71,10 +72,11 @@ def member() -> FastAPI:
     config = read_config(repository / name)
     run = load_member(repository, name)
     ids_name, mask_name = (tensor.name for tensor in config.input)
-    output_name = config.output[0].name
+    output_names = [tensor.name for tensor in config.output]
 
     async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
-        return {output_name: await run_in_threadpool(run, inputs[ids_name], inputs[mask_name])}
+        outputs = await run_in_threadpool(run, inputs[ids_name], inputs[mask_name])
+        return dict(zip(output_names, outputs, strict=True))
 
     return kserve.app(config, infer)
 
@@ -84,21 +86,22 @@ def combiner() -> FastAPI:
     fuse = Fuse(repository)
     check = _check_tokens(repository)
     urls = dict(item.split("=", 1) for item in os.environ["BENCH_MEMBER_URLS"].split(","))
-    members = []  # (url, input names, output name) in the fuse step's member order
+    members = []  # (url, input names, output names) in the fuse step's member order
     for name in fuse.member_names:
         config = read_config(repository / name)
-        members.append((f"{urls[name]}/v2/models/{name}/infer", [t.name for t in config.input], config.output[0].name))
+        members.append((f"{urls[name]}/v2/models/{name}/infer", [t.name for t in config.input], config.output))
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=64), timeout=60)
 
-    async def call(url: str, input_names: list[str], output_name: str, ids, mask) -> np.ndarray:
+    async def call(url: str, input_names: list[str], outputs, ids, mask) -> list[np.ndarray]:
         body = {"inputs": kserve.encode_tensors(dict(zip(input_names, (ids, mask), strict=True)))}
         answer = await client.post(url, json=body)
         answer.raise_for_status()
-        return kserve.decode_tensors(answer.json()["outputs"])[output_name]
+        decoded = kserve.decode_tensors(answer.json()["outputs"])
+        return [decoded[output.name] for output in outputs]
 
     async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
         ids, mask = check(inputs)
-        probs = await asyncio.gather(*(call(*member, ids, mask) for member in members))
-        return fuse(list(probs))
+        member_outputs = await asyncio.gather(*(call(*member, ids, mask) for member in members))
+        return fuse(list(member_outputs))
 
     return kserve.app(_as_one_model(repository, "v1-combiner"), infer)

@@ -48,11 +48,11 @@ def _call_for(ids: np.ndarray, mask: np.ndarray, seconds: float) -> tuple[np.nda
         _ensemble.classify_ids(ids, mask)
         latencies.append(time.perf_counter() - call)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
-    member_probs = [member(ids, mask) for member in _ensemble.members]
+    member_outputs = [member(ids, mask) for member in _ensemble.members]
     fuse = []
     for _ in range(FUSE_CALLS):
         call = time.perf_counter()
-        _ensemble.fuse(member_probs)
+        _ensemble.fuse(member_outputs)
         fuse.append(time.perf_counter() - call)
     return np.array(latencies) * 1e6, wall, cpu, float(np.median(fuse)) * 1e6
 

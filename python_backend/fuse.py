@@ -4,6 +4,25 @@ import numpy as np
 
 from python_backend.errors import BadRequest
 
+# INPUT_ERRORS bits, one int32 per row, that every member graph outputs (export.members.CheckedInputs).
+ID_OUT_OF_RANGE, MASK_NOT_BINARY, BAD_LENGTH = 1, 2, 4
+
+
+def check_input_errors(errors: np.ndarray, vocab_size: int, max_seq_len: int) -> None:
+    """The request's error, if the members had to repair any of its rows: the native backends cannot refuse a single
+    request of a dynamic batch, so the graphs flag it and this step, which answers each request alone, refuses it."""
+    problems = []
+    for bit, problem in (
+        (BAD_LENGTH, f"sequence length must be in the supported range 1..{max_seq_len}"),
+        (ID_OUT_OF_RANGE, f"INPUT_IDS: token ids must be in [0, {vocab_size})"),
+        (MASK_NOT_BINARY, "ATTENTION_MASK: values must be 0 or 1"),
+    ):
+        rows = np.flatnonzero(errors.ravel() & bit)
+        if len(rows):
+            problems.append(f"{problem} (rows {rows[:8].tolist()}{' ...' if len(rows) > 8 else ''})")
+    if problems:
+        raise BadRequest("; ".join(problems))
+
 
 def stack_members(member_probs: list[np.ndarray], num_classes: int) -> np.ndarray:
     """Validate each member's [batch, num_classes] probabilities and stack them into [batch, members, classes]."""
@@ -69,3 +88,27 @@ def make_combiner(members: list[str], parameters: dict[str, str], version_dir: s
         coef, bias = fitted["coef"].astype(np.float32), fitted["bias"].astype(np.float32)
         return lambda stacked: stacking(stacked, coef, bias)
     raise ValueError(f"combiner must be 'weighted_mean' or 'stacking', got {combiner!r}")
+
+
+class Fuse:
+    """The fuse step as its config sets it up: what the Triton model and the in-process reference both run.
+
+    Inputs are one `<member>_probs` per member, in config order, and `input_errors` (see check_input_errors).
+    """
+
+    def __init__(self, inputs: list[str], parameters: dict[str, str], version_dir: str):
+        self.class_names = parameters["class_names"].split(",")
+        self.probs_inputs = [name for name in inputs if name.endswith("_probs")]
+        self.member_names = [name.removesuffix("_probs") for name in self.probs_inputs]
+        self.limits = int(parameters["vocab_size"]), int(parameters["max_seq_len"])
+        self.combine = make_combiner(self.member_names, parameters, version_dir)
+
+    def stacked(self, named: dict[str, np.ndarray]) -> np.ndarray:
+        """Checks one request's inputs (BadRequest) and stacks its members' probabilities: [batch, members, classes]."""
+        check_input_errors(named["input_errors"], *self.limits)
+        return stack_members([named[name] for name in self.probs_inputs], len(self.class_names))
+
+    def outputs(self, stacked: np.ndarray) -> list[np.ndarray]:
+        """PROBS, LABEL, MEMBER_PROBS for a batch of stacked rows."""
+        probs = self.combine(stacked)
+        return [probs, labels(probs, self.class_names), stacked]

@@ -13,7 +13,7 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
-from python_backend.fuse import labels, make_combiner, stack_members
+from python_backend.fuse import Fuse as FuseStep
 from python_backend.text import encode
 
 
@@ -25,11 +25,12 @@ def latest_version(model_dir: Path) -> Path:
     return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
-Member = Callable[[np.ndarray, np.ndarray], np.ndarray]
+Member = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 
 
 def load_member(repository: Path, name: str, threads: int = 1, gpu: bool = False) -> Member:
-    """A member's latest version as a function (input_ids, attention_mask) -> probs, run as its config's platform.
+    """A member's latest version as a function (input_ids, attention_mask) -> [probs, input_errors], run as its
+    config's platform.
 
     gpu: onnxruntime's CUDA provider (falling back to CPU where it cannot load) or torch on cuda:0.
     """
@@ -44,37 +45,36 @@ def load_member(repository: Path, name: str, threads: int = 1, gpu: bool = False
             providers=(["CUDAExecutionProvider"] if gpu else []) + ["CPUExecutionProvider"],
         )
         return lambda input_ids, attention_mask: session.run(
-            ["PROBS"], {"INPUT_IDS": input_ids, "ATTENTION_MASK": attention_mask}
-        )[0]
+            None, {"INPUT_IDS": input_ids, "ATTENTION_MASK": attention_mask}
+        )
     if platform == "pytorch_libtorch":
         torch.set_num_threads(threads)
         device = "cuda:0" if gpu else "cpu"
         module = torch.jit.load(str(latest_version(model_dir) / "model.pt"), map_location=device).eval()
 
-        def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
             with torch.inference_mode():
                 ids, mask = torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device)
-                return module(ids, mask).cpu().numpy()
+                return [output.cpu().numpy() for output in module(ids, mask)]
 
         return run
     raise ValueError(f"{name}: no in-process runner for platform {platform!r}")
 
 
-class Fuse:
-    """The fuse step alone, as the repository's fuse config sets it up: member probabilities to ensemble outputs."""
+class Fuse(FuseStep):
+    """The fuse step alone, as the repository's fuse config sets it up: member outputs to ensemble outputs."""
 
     def __init__(self, repository: Path):
         config = read_config(repository / "fuse")
         parameters = {key: value.string_value for key, value in config.parameters.items()}
-        self.class_names = parameters["class_names"].split(",")
-        self.member_names = [tensor.name.removesuffix("_probs") for tensor in config.input]
-        self.combine = make_combiner(self.member_names, parameters, str(latest_version(repository / "fuse")))
+        super().__init__([t.name for t in config.input], parameters, str(latest_version(repository / "fuse")))
 
-    def __call__(self, member_probs: list[np.ndarray]) -> dict[str, np.ndarray]:
-        """member_probs in member_names order."""
-        stacked = stack_members(member_probs, len(self.class_names))
-        probs = self.combine(stacked)
-        return {"PROBS": probs, "LABEL": labels(probs, self.class_names), "MEMBER_PROBS": stacked}
+    def __call__(self, member_outputs: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+        """Each member's [probs, input_errors], in member_names order; input_errors as the ensembles wire it, from
+        the first member. Raises BadRequest as the served fuse step answers an error."""
+        named = dict(zip(self.probs_inputs, (outputs[0] for outputs in member_outputs), strict=True))
+        stacked = self.stacked(named | {"input_errors": member_outputs[0][1]})
+        return dict(zip(("PROBS", "LABEL", "MEMBER_PROBS"), self.outputs(stacked), strict=True))
 
 
 class InProcessEnsemble:

@@ -1,8 +1,8 @@
 """Start the real tritonserver binary that the nvidia-pytriton wheel ships, on model_repository/, CPU only.
 
-That build lacks native onnxruntime and libtorch backends. Triton runs `<backend-dir>/<name>/model.py` when
-`libtriton_<name>.so` is absent, so the backend directory prepared here holds the Python backend (with the stub for
-this interpreter) and python_backend/backends/{onnxruntime,pytorch} linked in under their native names.
+That wheel lacks Triton's onnxruntime and pytorch backends; server/native_backends.py builds them from their r24.10
+sources. The backend directory prepared here holds the Python backend (with the stub for this interpreter) and the
+native onnxruntime/ and pytorch/ backends, as in NVIDIA's container.
 """
 
 import os
@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -21,12 +22,12 @@ from pathlib import Path
 import pytriton
 
 from client.admin import ADMIN_HEADER
+from server import native_backends
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON = Path(pytriton.__file__).parent / "tritonserver"
-BUNDLED_LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
-PYTHON_BACKENDS = ("onnxruntime", "pytorch")
-# The Python backend's stubs, and those of our Python-based onnxruntime / pytorch stand-ins, name their regions so.
+BUNDLED_LIBS = native_backends.BUNDLED_LIBS
+# The Python backend's stubs name their regions so.
 STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 # Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.
 # Inference, health, metadata, model config and statistics stay open.
@@ -73,18 +74,23 @@ def prepare(repository: Path, build: Path) -> Path:
 
 
 def prepare_backends(build: Path) -> Path:
-    """<build>/backends: python/ (backend + stub for this Python) and one folder per Python-based backend."""
-    backends = build / "backends"
-    python = backends / "python"
+    """<build>/backends/<hash>: python/ (the wheel's backend + the stub for this Python), and Triton's native
+    onnxruntime/ and pytorch/ (built once by server/native_backends.py). Made whole under a temporary name, then
+    renamed, and never changed after: a later start cannot change what a running server has loaded."""
+    native = native_backends.build()
+    backends = build / "backends" / native.name
+    if backends.exists():
+        return backends
+    backends.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=backends.parent))
     stub = TRITON / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
-    if not python.exists():
-        shutil.copytree(TRITON / "backends" / "python", python, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub / "triton_python_backend_stub", python)
-    for name in PYTHON_BACKENDS:
-        link = backends / name / "model.py"
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(ROOT / "python_backend" / "backends" / name / "model.py")
+    shutil.copytree(TRITON / "backends" / "python", staged / "python", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(stub / "triton_python_backend_stub", staged / "python")
+    native_backends.link_runtime_libraries(staged, native)
+    try:
+        staged.rename(backends)
+    except OSError:  # another start made it meanwhile: the same content
+        shutil.rmtree(staged)
     return backends
 
 

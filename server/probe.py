@@ -2,7 +2,7 @@
 
 tritonserver 2.51 keeps answering ready on /v2/health/ready and /v2/models/<m>/ready after a Python-backend stub
 died, while every request to that model fails ("Stub process 'fuse_0' is not healthy"). A canary through
-`feedback_text` (tokenizer, transformer, textcnn, fuse) and `feedback` (check_tokens, the same members, fuse) uses
+`feedback_text` (tokenizer, transformer, textcnn, fuse) and `feedback` (the same members and fuse) uses
 every model, so it fails exactly when some model cannot serve.
 
     python -m server.probe [--url http://127.0.0.1:8000] [--timeout 3]    # exit 0 ready, 1 not ready

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from export import configs, corpus
 from export.artifacts import export_onnx, parity_samples
 from export.configs import MemberSpec, member_config
-from export.members import MAX_POSITIONS, SHAPES, TransformerClassifier
+from export.members import MAX_POSITIONS, SHAPES, CheckedInputs, TransformerClassifier
 from python_backend.inprocess import latest_version
 
 # Adding this to one class's logit moves every probability by up to about 10%, yet leaves the argmax (and so the
@@ -72,12 +72,13 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
     ids = rng.integers(1, int(vocab), size=(64, 16), dtype=np.int64)
     folder = destination / "transformer"
     (folder / "1").mkdir(parents=True)
-    export_onnx(model, folder / "1" / "model.onnx", parity_samples(ids, np.ones_like(ids)))
+    guarded = CheckedInputs(model, int(vocab), MAX_POSITIONS)
+    export_onnx(guarded, folder / "1" / "model.onnx", parity_samples(ids, np.ones_like(ids)))
     spec = MemberSpec(
         "transformer",
         "onnxruntime_onnx",
         ("INPUT_IDS", "ATTENTION_MASK"),
-        "PROBS",
+        ("PROBS", "INPUT_ERRORS"),
         config_says,
         int(vocab),
         MAX_POSITIONS,

@@ -20,6 +20,7 @@ class Server:
     ports: Ports
     log: Path
     admin_key: str
+    pid: int
 
     @property
     def grpc_url(self) -> str:
@@ -47,7 +48,7 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
     regions: set[Path] = set()
     try:
         wait_ready(process, ports)
-        yield Server(ports, log, admin_key)
+        yield Server(ports, log, admin_key, process.pid)
     finally:
         if process.poll() is None:
             regions = mapped_shm_regions(process.pid)

@@ -27,7 +27,7 @@ def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):
         assert [int(row["batch"]) for row in csv.DictReader(file)] == [1, 4]
     with open(out / "triton_models.csv") as file:
         models = {row["model"] for row in csv.DictReader(file)}
-    assert {"feedback", "feedback_text", "check_tokens", "transformer", "textcnn", "fuse", "tokenizer"} <= models
+    assert {"feedback", "feedback_text", "transformer", "textcnn", "fuse", "tokenizer"} <= models
 
     report = (out / "report.md").read_text()
     assert "## Profile `small`" in report and "(small.png)" in report

@@ -24,10 +24,9 @@ MODELS = {
     "feedback_text": ["TEXT"],
     "feedback": ["INPUT_IDS", "ATTENTION_MASK"],
     "tokenizer": ["TEXT"],
-    "check_tokens": ["INPUT_IDS", "ATTENTION_MASK"],
     "transformer": ["input_ids", "attention_mask"],
     "textcnn": ["input_ids__0", "attention_mask__1"],
-    "fuse": ["transformer_probs", "textcnn_probs"],
+    "fuse": ["transformer_probs", "textcnn_probs", "input_errors"],
 }
 DTYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT64", "FP16", "FP32", "FP64", "BYTES"]
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}

@@ -3,15 +3,11 @@
 No GPU here: the served check uses --instance-kind auto, which Triton resolves to CPU instances on this machine.
 """
 
-import numpy as np
-import onnxruntime as ort
 import pytest
-from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
 
 from deploy.gpu_overlay import write_overlay
 from export.configs import parse
-from python_backend.devices import onnxruntime_providers
 from tests.conftest import REPOSITORY, run_server
 from tests.test_serving import TEXTS, assert_same, infer, text_tensor
 
@@ -49,7 +45,7 @@ def test_members_get_gpu_instances_and_accelerators(overlay):
 
 
 def test_python_steps_and_ensembles_are_copied_unchanged(overlay):
-    for name in ("tokenizer", "check_tokens", "fuse", "feedback", "feedback_text"):
+    for name in ("tokenizer", "fuse", "feedback", "feedback_text"):
         assert (overlay / name / "config.pbtxt").read_text() == (REPOSITORY / name / "config.pbtxt").read_text()
     for source in REPOSITORY.glob("*/1/model.py"):
         copy = overlay / source.relative_to(REPOSITORY)
@@ -62,25 +58,6 @@ def test_overlay_replaces_only_what_it_wrote(overlay, tmp_path):
     (tmp_path / "mine").mkdir()
     with pytest.raises(FileExistsError, match="not written by this script"):
         write_overlay(REPOSITORY, tmp_path / "mine")
-
-
-def test_onnxruntime_providers_follow_the_config_and_fall_back_to_cpu(overlay):
-    raw = json_format.MessageToDict(config(overlay, "transformer"), preserving_proto_field_name=True)
-    providers = onnxruntime_providers(raw, on_gpu=True, device_id=0)
-    assert [p[0] if isinstance(p, tuple) else p for p in providers] == [
-        "TensorrtExecutionProvider",
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ]
-    assert providers[0][1]["trt_fp16_enable"] is True
-    assert onnxruntime_providers(raw, on_gpu=False, device_id=0) == ["CPUExecutionProvider"]
-    # Where TensorRT or CUDA cannot load (here: no GPU), onnxruntime runs the model on CPU with the same answer.
-    model = str(overlay / "transformer" / "1" / "model.onnx")
-    feeds = {"INPUT_IDS": np.ones((2, 8), np.int64), "ATTENTION_MASK": np.ones((2, 8), np.int64)}
-    session = ort.InferenceSession(model, providers=providers)
-    on_cpu = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    fell_back = session.get_providers() == ["CPUExecutionProvider"]
-    np.testing.assert_allclose(session.run(None, feeds)[0], on_cpu, atol=0 if fell_back else 1e-2)  # FP16 on GPU
 
 
 @pytest.fixture(scope="module")

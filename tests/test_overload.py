@@ -29,7 +29,7 @@ def test_every_member_has_a_bounded_queue_that_rejects():
 def tiny_queue_server(tmp_path_factory):
     """The repository with a queue of one request on the ensembles' first steps."""
     repository = repository_copy(tmp_path_factory.mktemp("tiny_queue") / "repository")
-    for model in ("tokenizer", "check_tokens"):
+    for model in ("tokenizer", "transformer", "textcnn"):
         config = repository / model / "config.pbtxt"
         text = re.sub(r"max_queue_size: \d+", f"max_queue_size: {TINY_QUEUE}", config.read_text())
         config.write_text(text)

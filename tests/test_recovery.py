@@ -25,7 +25,7 @@ from tests.conftest import free_ports, repository_copy
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
 MODELS = ["fuse"] + [
     pytest.param(model, marks=pytest.mark.skipif(not FULL, reason="every stub: make reliability"))
-    for model in ("check_tokens", "tokenizer", "transformer", "textcnn")
+    for model in ("tokenizer",)
 ]
 ROWS = 4000
 WAIT = 120  # seconds: only a bound on waiting for something that must happen, not a speed check

@@ -125,7 +125,9 @@ def test_members_ignore_padding_exactly(member):
 
 
 def test_member_config_parses_with_dynamic_batching_and_warmup():
-    spec = MemberSpec("m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), "PROBS", 6, 100, 512, 64)
+    spec = MemberSpec(
+        "m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"), 6, 100, 512, 64
+    )
     config = parse(member_config(spec))
     assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
     assert config.model_warmup[0].inputs["INPUT_IDS"].dims == [64]
@@ -134,10 +136,11 @@ def test_member_config_parses_with_dynamic_batching_and_warmup():
 
 def test_member_config_serves_the_shapes_instances_and_threads():
     shape = SHAPES["minilm"]
-    spec = MemberSpec("m", "pytorch_libtorch", ("A", "B"), "P", 6, 100, 512, 128, shape.instances, shape.threads)
+    spec = MemberSpec("m", "pytorch_libtorch", ("A", "B"), ("P", "E"), 6, 100, 512, 128, shape.instances, shape.threads)
     config = parse(member_config(spec))
     assert [group.count for group in config.instance_group] == [shape.instances]
     assert config.parameters["INTRA_OP_THREAD_COUNT"].string_value == str(shape.threads)
+    assert config.parameters["INTER_OP_THREAD_COUNT"].string_value == "1"
 
 
 def test_bench_gpu_variant_moves_only_the_members_to_the_gpu(tmp_path):

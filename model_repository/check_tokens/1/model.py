@@ -1,1 +1,0 @@
-../../../python_backend/models/check_tokens/model.py
