@@ -201,7 +201,7 @@ def ensemble_overhead(profile: str, model_times: list[dict]) -> dict | None:
     if "feedback" not in times or not all(member in times for member in MEMBERS):
         return None
     slowest = max(MEMBERS, key=lambda member: times[member]["request_us"])
-    steps = sum(times[step]["request_us"] for step in ("check_tokens", "fuse") if step in times)
+    steps = times["fuse"]["request_us"] if "fuse" in times else 0.0
     ensemble = times["feedback"]["request_us"]
     return {
         "ensemble_us": ensemble,
@@ -209,7 +209,6 @@ def ensemble_overhead(profile: str, model_times: list[dict]) -> dict | None:
         "slowest_us": times[slowest]["request_us"],
         "overhead_us": ensemble - times[slowest]["request_us"],
         "scheduling_us": ensemble - times[slowest]["request_us"] - steps,
-        "check_tokens_us": times.get("check_tokens", {}).get("request_us"),
         "fuse_us": times.get("fuse", {}).get("request_us"),
     }
 
@@ -279,30 +278,24 @@ def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu
     }
     step = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=c)}
     total, inprocess = served["server_cpu_us_per_request"], limit["cpu_us_per_row"]
-    members = sum(by_process.get(f"stub {member}", 0.0) for member in MEMBERS)
-    stub = {name: by_process.get(f"stub {name}", 0.0) for name in ("check_tokens", "fuse")}
-    batch = {name: step.get(name, {}).get("batch", 1.0) for name in ("check_tokens", "fuse", "transformer")}
+    stub = {name: by_process.get(f"stub {name}", 0.0) for name in ("fuse",)}
+    batch = {name: step.get(name, {}).get("batch", 1.0) for name in ("fuse", "transformer")}
     lines = ["### Where the time goes", ""]
     if profile != "minilm":  # the profile the overhead target is set for
         server = by_process.get("tritonserver", 0.0)
-        rest = total - server - members - sum(stub.values())
+        rest = total - server - sum(stub.values())
         lines += [
             f"- **Served overhead, c={TARGET_CONCURRENCY}.** `{SHM}` spends {total:.0f} µs of server CPU per "
             f"request, the in-process path {inprocess:.0f} µs per row (batch {limit['batch']:.0f}). The "
             f"{total - inprocess:.0f} µs more, by process:",
-            f"  - tritonserver {server:.0f} µs: gRPC, the ensemble scheduler, tensors to and from four Python-backend "
-            "stubs (in-process there is no server);",
-            f"  - the `check_tokens` stub {stub['check_tokens']:.0f} µs per request, "
-            f"{stub['check_tokens'] * batch['check_tokens']:.0f} µs per execution ({batch['check_tokens']:.1f} "
-            "requests each) for a check that costs microseconds;",
+            f"  - tritonserver {server:.0f} µs: gRPC, the ensemble scheduler, and both members in Triton's native "
+            f"onnxruntime and pytorch backends, on batches of {batch['transformer']:.1f} rows instead of "
+            f"{limit['batch']:.0f} (in-process there is no server);",
             f"  - the `fuse` stub {stub['fuse']:.0f} µs per request, {stub['fuse'] * batch['fuse']:.0f} µs per "
             f"execution ({batch['fuse']:.1f} requests each), where the fuse code costs {floor['fuse_p50_us']:.0f} µs "
-            "a call in-process;",
-            f"  - the member stubs {members:.0f} µs, {members - inprocess:+.0f} µs against the whole in-process path, "
-            f"on batches of {batch['transformer']:.1f} rows instead of {limit['batch']:.0f}"
-            + (f"; other stubs {rest:.0f} µs." if rest >= 1 else "."),
-            f"  - So one Python-backend hand-off costs more CPU than the whole {TARGETS['overhead_small_us']:.0f} µs "
-            "target, and the embedded server runs every step, the members too, as a Python stub.",
+            "a call in-process" + (f"; other stubs {rest:.0f} µs." if rest >= 1 else "."),
+            f"  - So the one Python-backend hand-off left on the path costs more CPU than the whole "
+            f"{TARGETS['overhead_small_us']:.0f} µs target.",
         ]
     fuse = {row["model"]: row for row in pick(times, profile=profile, system=SHM, concurrency=1.0)}.get("fuse")
     if fuse:
@@ -326,8 +319,9 @@ def why(profile: str, results: list[dict], limit: dict, floor: dict, process_cpu
     if profile == "minilm":
         idle = MACHINE_CPU_PCT - served["server_cpu_pct"] - served["client_cpu_pct"]
         lines.append(
-            f"- **Against the in-process limit.** The member compute dominates ({members:.0f} of {total:.0f} µs per "
-            f"request in the member stubs). At c={TARGET_CONCURRENCY} the server processes used "
+            f"- **Against the in-process limit.** tritonserver, where the members run, spends "
+            f"{by_process.get('tritonserver', 0.0):.0f} of {total:.0f} µs per request (in-process: {inprocess:.0f} "
+            f"µs per row). At c={TARGET_CONCURRENCY} the server processes used "
             f"{served['server_cpu_pct']:.0f}% of {MACHINE_CPU_PCT}% CPU, perf_analyzer "
             f"{served['client_cpu_pct']:.0f}%, and {idle:.0f}% went unused."
         )
@@ -378,9 +372,8 @@ def against_v0(served: dict, v0: dict, limit: dict, by_process: dict, step: dict
     return text + (
         f" The cores were not full ({used:.0f}% of {MACHINE_CPU_PCT}% CPU): `{name}` was executing {busy[name]:.0%} of "
         f"the run (summed over its instances) on batches of {batch:.1f} rows, each execution taking "
-        f"{execution_us / 1e3:.1f} ms for {by_process.get(f'stub {name}', 0.0) * batch / 1e3:.1f} ms of its "
-        "stub's CPU. That step's wall time, spent waiting for a core and for the hand-offs, sets the pace, not the "
-        "CPU cost."
+        f"{execution_us / 1e3:.1f} ms. That step's wall time, spent waiting for a core and for its queue, sets the "
+        "pace, not the CPU cost."
     )
 
 
@@ -434,7 +427,7 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
                 "",
                 f"`feedback` {overhead['ensemble_us']:.0f} µs per request, slowest member `{overhead['slowest']}` "
                 f"{overhead['slowest_us']:.0f} µs: the ensemble adds **{overhead['overhead_us']:.0f} µs** "
-                f"(check_tokens {overhead['check_tokens_us']:.0f} µs, fuse {overhead['fuse_us']:.0f} µs, "
+                f"(fuse {overhead['fuse_us']:.0f} µs, "
                 f"scheduling and tensor passing between steps {overhead['scheduling_us']:.0f} µs).",
             ]
         lines += [""] + breakdown_table(profile, model_times) + [""]

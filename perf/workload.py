@@ -1,7 +1,7 @@
 """What every system is asked: real comments from the shipped corpus, tokenized by the repository's own tokenizer.
 
-Random ids would not do: the members flag ids outside the vocabulary and `fuse` refuses them, and real padding patterns are what the
-members see in production.
+Random ids would not do: the members flag ids outside the vocabulary and `fuse` refuses them, and real padding
+patterns are what the members see in production.
 """
 
 import json

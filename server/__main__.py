@@ -8,6 +8,10 @@ is `poll` (default, every POLL_SECS) or `explicit` (all models loaded at start, 
 Model-repository control, shared-memory registration, trace and log settings need the admin key (header
 `triton-admin-key`, on gRPC `triton-grpc-protocol-triton-admin-key`): TRITON_ADMIN_KEY, or else a random key made
 for this start and written to build/admin-key (readable by this user only).
+
+A start that cannot serve says so in one line and exits non-zero before it changes anything a running server uses
+(the key file, the backend directory, the repository's bytecode): a port in use, a malformed key, a repository that
+does not load (the supervisor gives up after its bounded retries).
 """
 
 import os
@@ -15,7 +19,7 @@ import secrets
 import sys
 from pathlib import Path
 
-from server.launch import ROOT, Ports, command, environment, prepare
+from server.launch import ROOT, Ports, command, environment, ports_in_use, prepare, restriction_flags
 from server.supervise import Supervisor
 
 
@@ -38,13 +42,21 @@ def main() -> None:
         int(os.environ.get("GRPC_PORT", 8001)),
         int(os.environ.get("METRICS_PORT", 8002)),
     )
+    bind = os.environ.get("BIND", "127.0.0.1")
+    if busy := ports_in_use(ports, bind):
+        sys.exit(f"cannot start: port {', '.join(busy)} on {bind} is already in use (another server?)")
+    if key := os.environ.get("TRITON_ADMIN_KEY"):
+        try:
+            restriction_flags(key)
+        except ValueError as error:
+            sys.exit(f"cannot start: TRITON_ADMIN_KEY: {error}")
     build = ROOT / "build"
     model_control = os.environ.get("MODEL_CONTROL", "poll")
     argv = command(
         repository,
         prepare(repository, build),
         ports,
-        os.environ.get("BIND", "127.0.0.1"),
+        bind,
         int(os.environ.get("POLL_SECS", 5)),
         model_control=model_control,
         admin_key=admin_key(build),

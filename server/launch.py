@@ -15,14 +15,13 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytriton
 
 from client.admin import ADMIN_HEADER
-from server import native_backends
+from server import native_backends, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 TRITON = Path(pytriton.__file__).parent / "tritonserver"
@@ -40,6 +39,19 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+
+def ports_in_use(ports: Ports, bind: str) -> list[str]:
+    """Which of the server's ports something else already listens on, e.g. ["gRPC 8001"]."""
+    busy = []
+    for name, port in (("HTTP", ports.http), ("gRPC", ports.grpc), ("metrics", ports.metrics)):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listener is not
+            try:
+                s.bind((bind, port))
+            except OSError:
+                busy.append(f"{name} {port}")
+    return busy
 
 
 def free_ports(count: int) -> list[int]:
@@ -181,12 +193,8 @@ def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: flo
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
+        if probe.server_ready(url, timeout=1):
+            return
         time.sleep(0.2)
     raise TimeoutError(f"{what} not ready after {timeout} s")
 

@@ -65,6 +65,15 @@ def canary(url: str, model: str, timeout: float) -> Check:
         return Check(model, False, time.monotonic() - start, f"{type(error).__name__}: {error}")
 
 
+def server_ready(url: str, timeout: float) -> bool:
+    """Triton's own readiness: every model loaded. It says when loading ended, not that every model can serve."""
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
 def probe(url: str, timeout: float = 3.0) -> list[Check]:
     """Both canaries at once, so the whole probe takes at most about `timeout` seconds."""
     with ThreadPoolExecutor(len(CANARIES)) as pool:

@@ -7,18 +7,21 @@ and the ensembles that use it follow, while the other models keep serving. (Touc
 Triton applies an unchanged config in place and keeps the dead stub.) If the model is not back within
 `heal_timeout`, or the repository is read-only, or the server runs in explicit model-control mode (no poll), the
 whole server is restarted. If tritonserver exits on its own, it is started again after removing the stub regions it
-left in /dev/shm (a killed server cannot).
+left in /dev/shm (a killed server cannot), after a back-off that doubles with each start that never became ready.
+
+SIGTERM and SIGINT only set a flag (nothing else is safe in a signal handler: a threading.Event there deadlocked
+when the signal landed inside Event.wait()); the loop sees it within `interval` and stops tritonserver: SIGTERM, at
+most `stop_timeout` seconds, then SIGKILL of its process group and removal of its stub regions.
 """
 
 import os
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 from server import probe
-from server.launch import Ports, stop, stub_regions, wait_ready
+from server.launch import Ports, stop, stub_regions
 
 
 class Supervisor:
@@ -32,15 +35,20 @@ class Supervisor:
         interval: float = 1.0,
         probe_timeout: float = 3.0,
         heal_timeout: float = 30.0,
+        stop_timeout: float = 6.0,
+        max_failed_starts: int = 5,
         poll: bool = True,
         log=None,
     ):
         self.argv, self.env, self.ports, self.repository = argv, env, ports, repository
         self.interval, self.probe_timeout, self.heal_timeout = interval, probe_timeout, heal_timeout
+        self.stop_timeout, self.max_failed_starts = stop_timeout, max_failed_starts
         self.poll, self.log = poll, log
         self.url = f"http://127.0.0.1:{ports.http}"
-        self.stopping = threading.Event()
+        self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
         self.process: subprocess.Popen | None = None
+        self.ready = False  # has the current tritonserver answered ready yet?
+        self.failed_starts = 0  # starts in a row that exited before they were ready
         self.regions: set[Path] = set()
         self.healing: dict[str, float] = {}  # model -> when its reload was asked for
 
@@ -52,6 +60,7 @@ class Supervisor:
             self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.healing.clear()
+        self.ready = False
         self.say(f"tritonserver started, pid {self.process.pid}")
 
     def restart(self, reason: str) -> None:
@@ -87,10 +96,35 @@ class Supervisor:
             return self.restart(f"cannot ask {model} to reload ({error})")
         self.say(f"{model}: stub not healthy, reloading it")
 
+    def exited(self) -> None:
+        """A server that ran and died is restarted at once; one that never came up, after a growing back-off, and
+        not at all after `max_failed_starts` such starts in a row (a port in use or a repository that does not
+        load will not fix itself)."""
+        code = self.process.returncode
+        if self.ready:
+            self.failed_starts = 0
+            return self.restart(f"it exited with code {code}")
+        self.failed_starts += 1
+        if self.failed_starts >= self.max_failed_starts:
+            self.reap()
+            raise StartFailed(f"tritonserver exited with code {code} before it was ready, {self.failed_starts} times")
+        delay = min(2.0**self.failed_starts, 30.0)
+        self.say(f"tritonserver exited with code {code} before it was ready; starting it again in {delay:.0f} s")
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.signalled:
+            time.sleep(min(self.interval, 0.2))
+        if not self.signalled:
+            self.restart("after a failed start")
+
     def watch_once(self) -> None:
         if self.process.poll() is not None:
-            return self.restart(f"it exited with code {self.process.returncode}")
+            return self.exited()
         self.regions |= stub_regions(self.process.pid)
+        if not self.ready:
+            if not probe.server_ready(self.url, self.probe_timeout):
+                return  # still loading: its models are checked once it says ready
+            self.ready = True
+            self.say("tritonserver is ready")
         checks = probe.probe(self.url, self.probe_timeout)
         if all(check.ok for check in checks):
             for model, asked in self.healing.items():
@@ -99,17 +133,29 @@ class Supervisor:
         for model in {check.broken_model for check in checks} - {None}:
             self.heal(model)
 
+    def on_signal(self, signum: int, _frame) -> None:
+        self.signalled = signum
+
     def run(self) -> int:
-        """Until SIGTERM/SIGINT; then stop tritonserver gracefully."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stopping.set())
+        """Until SIGTERM/SIGINT; then stop tritonserver within stop_timeout. 0 after a signal, 1 if it gave up."""
+        previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         self.start()
         try:
-            wait_ready(self.process, self.ports, timeout=300)
-        except (RuntimeError, TimeoutError):
-            pass  # exited or stuck while loading: the loop restarts it if it exits
-        while not self.stopping.wait(self.interval):
-            self.watch_once()
-        stop(self.process, timeout=60)
-        self.reap()
-        return self.process.returncode
+            while not self.signalled:
+                time.sleep(self.interval)  # the handler runs within the sleep; the flag is seen after it
+                if not self.signalled:
+                    self.watch_once()
+        except StartFailed as error:
+            self.say(f"giving up: {error}")
+            return 1
+        finally:
+            stop(self.process, timeout=self.stop_timeout)
+            self.reap()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.say(f"stopped on {signal.Signals(self.signalled).name}")
+        return 0
+
+
+class StartFailed(RuntimeError):
+    pass

@@ -101,5 +101,5 @@ def test_bad_ids_through_the_ensemble_fail_alone_under_load(server, reference):
             if is_bad:
                 assert error is not None and r"token ids must be in [0, " in str(error) and "(rows [3])" in str(error)
             else:
-                assert error is None, (model, repr(error.message()))
+                assert error is None, repr(error.message())
                 np.testing.assert_allclose(result.as_numpy("PROBS"), expected, atol=1e-5, rtol=0)

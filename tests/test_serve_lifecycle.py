@@ -1,0 +1,165 @@
+"""`make serve` (python -m server) starts and stops like a service: a signal at any moment stops everything within
+10 s and leaves no process or /dev/shm region, and a second start on busy ports fails fast without touching the
+first server. STOP_CYCLES=50 runs the long version (make stop-stress); make test runs one cycle per moment."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from server.launch import ROOT, Ports, stub_regions
+from server.supervise import Supervisor
+from tests.conftest import repository_copy
+from tests.test_recovery import Supervised
+
+STOP_WITHIN = 10  # seconds, from the signal to the supervisor's exit with tritonserver and its stubs gone
+MOMENTS = ("starting", "idle", "under load", "after a heal")
+CYCLES = int(os.environ.get("STOP_CYCLES", len(MOMENTS)))
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def load(url: str, until: threading.Event) -> None:
+    """Requests until told to stop; errors are expected once the server stops."""
+    ids = np.full((4, 16), 5, np.int64)
+    with grpcclient.InferenceServerClient(url) as triton:
+        while not until.is_set():
+            inputs = [grpcclient.InferInput(n, [4, 16], "INT64") for n in ("INPUT_IDS", "ATTENTION_MASK")]
+            for tensor in inputs:
+                tensor.set_data_from_numpy(ids)
+            try:
+                triton.infer("feedback", inputs, client_timeout=5)
+            except Exception:  # noqa: BLE001 - the server going away mid-request is what this provokes
+                time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory):
+    return repository_copy(tmp_path_factory.mktemp("lifecycle") / "repository")
+
+
+@pytest.mark.parametrize("cycle", range(CYCLES))
+def test_a_signal_at_any_moment_stops_everything(repository, tmp_path, cycle):
+    rng = random.Random(cycle)
+    moment, signum = MOMENTS[cycle % len(MOMENTS)], rng.choice([signal.SIGTERM, signal.SIGINT])
+    server = Supervised(repository, tmp_path / "server.log")
+    stop_load = threading.Event()
+    tritons, stubs, regions = set(), set(), set()
+
+    def remember() -> None:  # everything the supervisor started so far, to check that it is all gone
+        for triton in children(server.process.pid):
+            tritons.add(triton)
+            stubs.update(children(triton))
+            regions.update(stub_regions(triton))
+
+    try:
+        if moment == "starting":
+            deadline = time.monotonic() + rng.uniform(0.1, 3.0)
+            while time.monotonic() < deadline:
+                remember()
+                time.sleep(0.05)
+        else:
+            server.wait(ready=True)
+            remember()
+            if moment == "under load":
+                threading.Thread(target=load, args=(f"127.0.0.1:{server.ports.grpc}", stop_load), daemon=True).start()
+                time.sleep(rng.uniform(0.5, 2.0))
+            elif moment == "after a heal":
+                os.kill(server.stub_pid("fuse"), signal.SIGKILL)
+                time.sleep(rng.uniform(1.0, 3.0))  # the supervisor notices and asks for the reload meanwhile
+            remember()
+        signalled = time.monotonic()
+        server.process.send_signal(signum)
+        server.process.wait(STOP_WITHIN)
+        took = time.monotonic() - signalled
+    finally:
+        stop_load.set()
+        if server.process.poll() is None:
+            server.process.kill()
+            for pid in tritons:
+                os.killpg(pid, signal.SIGKILL) if alive(pid) else None
+    print(f"\n{signal.Signals(signum).name} while {moment}: stopped in {took:.1f} s")
+    assert server.process.returncode == 0, f"exit code {server.process.returncode} (log: {server.log})"
+    assert not [pid for pid in tritons | stubs if alive(pid)], f"processes left (log: {server.log})"
+    assert not [region for region in regions if region.exists()], "stub regions left in /dev/shm"
+
+
+def test_second_start_on_busy_ports_fails_fast_and_leaves_the_first_serving(server):
+    key_file = ROOT / "build" / "admin-key"
+    key_before = key_file.read_bytes() if key_file.exists() else None
+    env = os.environ | {
+        "HTTP_PORT": str(server.ports.http),
+        "GRPC_PORT": str(server.ports.grpc),
+        "METRICS_PORT": str(server.ports.metrics),
+    }
+    env.pop("TRITON_ADMIN_KEY", None)  # so that a start that went ahead would write a new key file
+    second = subprocess.run(
+        [sys.executable, "-m", "server"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert second.returncode != 0
+    assert f"HTTP {server.ports.http}" in second.stderr and "already in use" in second.stderr, second.stderr
+    assert (key_file.read_bytes() if key_file.exists() else None) == key_before, "the key file was rewritten"
+    with grpcclient.InferenceServerClient(server.grpc_url) as triton:
+        assert triton.is_model_ready("feedback")
+        headers = server.admin_headers("grpc")
+        assert triton.get_model_repository_index(headers=headers).models  # its key still opens the admin API
+
+
+@pytest.mark.parametrize(
+    "fake_server, when",
+    [
+        ("import time; time.sleep(600)", 0.0),  # still loading, signal at once
+        ("import time; time.sleep(600)", 1.3),  # still loading, signal inside a watch
+        ("import sys; sys.exit(1)", 0.5),  # never comes up: signal during the back-off
+        ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)", 0.5),  # hangs
+    ],
+)
+def test_supervisor_stops_on_a_signal_delivered_at_chosen_points(fake_server, when):
+    """The supervisor's loop alone, driving a stand-in child process, with a burst of signals: the handler only
+    sets a flag, so however many arrive and wherever the loop is, it stops, kills the child, and exits 0."""
+    code = (
+        "import sys; from pathlib import Path; from server.launch import Ports;"
+        "from server.supervise import Supervisor;"
+        f"sys.exit(Supervisor([sys.executable, '-c', {fake_server!r}], {{}}, Ports(1, 2, 3), Path('.'),"
+        " interval=0.5, probe_timeout=0.2, stop_timeout=1).run())"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert "tritonserver started" in supervisor.stdout.readline()  # its handlers are in place from here on
+    time.sleep(when)
+    child = children(supervisor.pid)
+    for _ in range(20):
+        supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(STOP_WITHIN) == 0, supervisor.stdout.read()
+    assert not [pid for pid in child if alive(pid)]
+
+
+def test_supervisor_gives_up_on_a_server_that_never_comes_up():
+    supervisor = Supervisor(
+        [sys.executable, "-c", "import sys; sys.exit(3)"],
+        {},
+        Ports(1, 2, 3),
+        Path("."),
+        interval=0.05,
+        max_failed_starts=2,
+    )
+    assert supervisor.run() == 1
