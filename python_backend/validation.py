@@ -1,4 +1,5 @@
-"""Checks of token-id inputs, shared by every member backend; each raises BadRequest saying what was expected."""
+"""Checks of token-id inputs in Python, as the web apps that Triton is measured against (perf/apps.py) do them; each
+raises BadRequest saying what was expected. Triton's members repair and flag bad ids in their graphs instead."""
 
 import numpy as np
 
@@ -31,16 +32,3 @@ def check_token_inputs(input_ids: np.ndarray, attention_mask: np.ndarray, vocab_
         raise BadRequest(f"INPUT_IDS: token ids must be in [0, {vocab_size}), got values in [{low}, {high}]")
     if int(attention_mask.min()) < 0 or int(attention_mask.max()) > 1:  # np.isin took 90 µs a call
         raise BadRequest("ATTENTION_MASK: values must be 0 or 1")
-
-
-def token_parser(parameters: dict[str, str]):
-    """parse(ids, mask) for a member whose config declares `vocab_size` and `max_seq_len`; else inputs pass as sent."""
-    if "vocab_size" not in parameters:
-        return lambda *arrays: arrays
-    vocab_size, max_seq_len = int(parameters["vocab_size"]), int(parameters["max_seq_len"])
-
-    def parse(ids: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        check_token_inputs(ids, mask, vocab_size, max_seq_len)
-        return ids, mask
-
-    return parse
