@@ -33,7 +33,7 @@ class MemberSpec:
     threads: int = 1
 
 
-def _tensor(name: str, data_type: str, dims: str) -> str:
+def tensor_line(name: str, data_type: str, dims: str) -> str:
     return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] }}'
 
 
@@ -71,12 +71,12 @@ platform: "{spec.platform}"
 max_batch_size: {MAX_BATCH_SIZE}
 version_policy: {{ latest: {{ num_versions: 1 }} }}
 input [
-{_tensor(ids, "TYPE_INT64", "-1")},
-{_tensor(mask, "TYPE_INT64", "-1")}
+{tensor_line(ids, "TYPE_INT64", "-1")},
+{tensor_line(mask, "TYPE_INT64", "-1")}
 ]
 output [
-{_tensor(probs, "TYPE_FP32", str(spec.num_classes))},
-{_tensor(errors, "TYPE_INT32", "1")}
+{tensor_line(probs, "TYPE_FP32", str(spec.num_classes))},
+{tensor_line(errors, "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
@@ -102,7 +102,7 @@ def parse(text: str) -> model_config_pb2.ModelConfig:
 
 def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
     """The last step of both ensembles; it reads the members' input limits to word the errors of bad requests."""
-    probs = ",\n".join(_tensor(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
+    probs = ",\n".join(tensor_line(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
     text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
 # INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone.
 # combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking" (1/stacking.npz, fitted
@@ -112,12 +112,12 @@ backend: "python"
 max_batch_size: {MAX_BATCH_SIZE}
 input [
 {probs},
-{_tensor("input_errors", "TYPE_INT32", "1")}
+{tensor_line("input_errors", "TYPE_INT32", "1")}
 ]
 output [
-{_tensor("PROBS", "TYPE_FP32", str(len(class_names)))},
-{_tensor("LABEL", "TYPE_STRING", "1")},
-{_tensor("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")}
+{tensor_line("PROBS", "TYPE_FP32", str(len(class_names)))},
+{tensor_line("LABEL", "TYPE_STRING", "1")},
+{tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from perf import inprocess_limit, perf_analyzer, report, repositories, servers, triton_stats, workload
+from perf import floors, inprocess_limit, perf_analyzer, report, repositories, servers, triton_stats, workload
 from perf.systems import SYSTEMS, System
 from python_backend.inprocess import Fuse
 from server.launch import ROOT
@@ -37,6 +37,9 @@ class Mode:
     # with no request completed at all.
     slow_requests: int = 0
     warmup: bool = True  # the members' model_warmup at load: off where only the harness itself is checked
+    # Every system is measured this many times, the repetitions interleaved (all servers once, then again), so that
+    # machine noise hits each alike; the report gives medians and the spread of each ratio.
+    repeats: int = 3
 
 
 MODES = {
@@ -46,7 +49,7 @@ MODES = {
         (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
     ),
     # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
-    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False),
+    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False, repeats=1),
 }
 
 
@@ -93,25 +96,28 @@ class Bench:
         no_batching = repositories.variant(
             repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
         )
+        floor_models = floors.write(self.copies / f"{profile}_floors")
         members = Fuse(repository).member_names
         starters = {
             "triton": lambda log: servers.triton(served, log),
             "triton_no_batching": lambda log: servers.triton(no_batching, log),
+            "floors": lambda log: servers.triton(floor_models, log),
             "v0": lambda log: servers.v0_monolith(repository, log),
             "v1": lambda log: servers.v1_fanout(repository, members, log),
         }
-        for server, start in starters.items():
-            systems = [system for system in self.systems if system.server == server]
-            if not systems:
-                continue
-            self.progress(f"{profile}: starting {server}")
-            with start(raw / f"{server}.log") as running:
-                for system in systems:
-                    for concurrency in self.mode.concurrencies:
-                        self.measure(profile, system, running, concurrency, load, raw, windows)
+        for rep in range(self.mode.repeats):
+            for server, start in starters.items():
+                systems = [system for system in self.systems if system.server == server]
+                if not systems:
+                    continue
+                self.progress(f"{profile}: starting {server} (repetition {rep + 1} of {self.mode.repeats})")
+                with start(raw / f"{server}.log") as running:
+                    for system in systems:
+                        for concurrency in self.mode.concurrencies:
+                            self.measure(profile, system, running, concurrency, load, raw, windows, rep)
 
-    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path, windows):
-        name = f"{system.name}_c{concurrency}"
+    def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path, windows, rep):
+        name = f"{system.name}_c{concurrency}_r{rep}"
         url = running.grpc_url if system.protocol == "grpc" else running.http_url
         inputs = load.text_file if system.model == "feedback_text" else load.ids_file
         shapes = {} if system.model == "feedback_text" else {"INPUT_IDS": load.seq_len, "ATTENTION_MASK": load.seq_len}
@@ -129,7 +135,7 @@ class Bench:
         triton = system.server.startswith("triton")
         before = triton_stats.snapshot(running.http_url) if triton else None
         cpu, client, wall = running.cpu_seconds(), children_cpu_seconds(), time.monotonic()
-        row = {"profile": profile, "system": system.name, "concurrency": concurrency}
+        row = {"profile": profile, "system": system.name, "concurrency": concurrency, "rep": rep}
         self.done += 1
         try:
             measured, stable = perf_analyzer.measure(argv, raw / f"{name}.log")
@@ -152,13 +158,13 @@ class Bench:
         self.results.append(row)
         for process, spent in sorted(by_role.items()):
             self.process_cpu.append(
-                {"profile": profile, "system": system.name, "concurrency": concurrency, "process": process}
+                {"profile": profile, "system": system.name, "concurrency": concurrency, "rep": rep, "process": process}
                 | {"cpu_us_per_request": spent / wall / throughput * 1e6}
             )
         if before is not None:
             for model, times in triton_stats.difference(triton_stats.snapshot(running.http_url), before).items():
                 self.model_times.append(
-                    {"profile": profile, "system": system.name, "concurrency": concurrency, "model": model}
+                    {"profile": profile, "system": system.name, "concurrency": concurrency, "rep": rep, "model": model}
                     | asdict(times)
                 )
         self.progress(
@@ -200,11 +206,14 @@ def main() -> None:
     parser.add_argument("--queue-delay-us", type=int, help="try another max_queue_delay_microseconds (every model)")
     parser.add_argument("--instances", type=int, help="try another instance count for the members")
     parser.add_argument("--threads", type=int, help="try another intra-op thread count for the members")
+    parser.add_argument("--repeats", type=int, help="interleaved repetitions of every system (default: the mode's)")
     args = parser.parse_args()
     profiles = args.profile or ["small"]
     out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     mode = MODES[args.mode]
+    if args.repeats:
+        mode = dataclasses.replace(mode, repeats=args.repeats)
     repositories.BUILD.mkdir(parents=True, exist_ok=True)
     copies = Path(tempfile.mkdtemp(prefix="run-", dir=repositories.BUILD))  # runs side by side do not share copies
     overrides = repositories.Overrides(args.queue_delay_us, args.instances, args.threads)
@@ -215,7 +224,7 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown systems {sorted(unknown)}; known: {[system.name for system in SYSTEMS]}")
         bench.systems = tuple(system for system in SYSTEMS if system.name in wanted)
-    bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies)
+    bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies) * mode.repeats
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
     try:
         for profile in profiles:

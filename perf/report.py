@@ -6,6 +6,7 @@
 import csv
 import os
 import platform
+import statistics
 import sys
 from datetime import date
 from pathlib import Path
@@ -22,6 +23,14 @@ SHM = "triton_grpc_shm"  # the served system the issue's targets are set for
 TARGET_CONCURRENCY = 16
 MEMBERS = ("transformer", "textcnn")  # the ensemble's parallel step
 MACHINE_CPU_PCT = 100 * (os.cpu_count() or 1)  # what every process together could use
+FLOOR = "floor_native"  # Triton serving a trivial native model alone (perf/floors.py)
+TARGETS_13 = {  # issue #13: (what, goal, the direction that meets it)
+    "cpu_vs_floor": 2.5,  # small: served CPU per request of `feedback` at most this many times the native floor's
+    "vs_v0": 3.0,  # small: throughput over HTTP/JSON against v0, one worker per core
+    "text_vs_ids": 0.90,  # small: `feedback_text` throughput against `feedback`'s
+    "fuse_exec_us": 1036 / 2,  # small: fuse stub CPU per execution, half of perf/latest before native backends
+    "efficiency_minilm": 0.97,  # minilm: served throughput against the in-process limit
+}
 TARGETS = {  # from issue #5, checked against each run
     "efficiency_minilm": 0.90,
     "overhead_small_us": 100.0,
@@ -63,6 +72,81 @@ def ms(us) -> str:
 
 def pick(rows: list[dict], **match) -> list[dict]:
     return [row for row in rows if all(row.get(key) == value for key, value in match.items())]
+
+
+def medians(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """One row per `keys` combination: each numeric column's median over the interleaved repetitions."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(key) for key in keys), []).append(row)
+    merged = []
+    for group in groups.values():
+        row = {key: value for member in reversed(group) for key, value in member.items()}
+        for key in row:
+            values = [member[key] for member in group if isinstance(member.get(key), float)]
+            if key not in keys and key != "rep" and values:
+                row[key] = statistics.median(values)
+        merged.append(row)
+    return merged
+
+
+def per_rep(rows: list[dict], **match) -> dict[float, dict]:
+    """The matching measured rows, by repetition."""
+    return {row.get("rep", 0.0): row for row in pick(rows, **match) if not row.get("error")}
+
+
+def judged(values: list[float], goal: float, at_least: bool) -> str:
+    """'median (min–max)' and the verdict: met or missed in every repetition, or within noise when they differ."""
+    meets = [value >= goal if at_least else value <= goal for value in values]
+    verdict = "met" if all(meets) else "**missed**" if not any(meets) else "within noise"
+    return f"{statistics.median(values):.2f} ({min(values):.2f}–{max(values):.2f}) | {verdict}"
+
+
+def targets_13(profile: str, raw: dict[str, list[dict]], limit: dict) -> list[str]:
+    """Issue #13's targets at c=16, each a ratio computed per repetition (servers interleaved) and judged on all."""
+    c = float(TARGET_CONCURRENCY)
+    results, process_cpu, times = raw["results"], raw["process_cpu"], raw["triton_models"]
+
+    def pairs(a: str, b: str) -> list[tuple[dict, dict]]:
+        first, second = (
+            per_rep(results, profile=profile, system=a, concurrency=c),
+            per_rep(results, profile=profile, system=b, concurrency=c),
+        )
+        return [(first[rep], second[rep]) for rep in sorted(first.keys() & second.keys())]
+
+    checks = []  # (what, values, goal text, goal, at_least)
+    if profile == "minilm":
+        served = list(per_rep(results, profile=profile, system=SHM, concurrency=c).values())
+        goal = TARGETS_13["efficiency_minilm"]
+        checks.append(
+            (f"`{SHM}` / in-process limit", [r["throughput"] / limit["rows_per_s"] for r in served], goal, True)
+        )
+        p99 = [a["p99_us"] / b["p99_us"] for a, b in pairs(SHM, "v0_monolith")]
+        checks.append((f"p99 `{SHM}` / p99 v0", p99, 1.0, False))
+    else:
+        cpu = [a["server_cpu_us_per_request"] / b["server_cpu_us_per_request"] for a, b in pairs(SHM, FLOOR)]
+        checks.append((f"server CPU per request, `{SHM}` / `{FLOOR}`", cpu, TARGETS_13["cpu_vs_floor"], False))
+        http = pairs("triton_http_json", "v0_monolith")
+        checks.append(
+            ("throughput, `triton_http_json` / v0", [a["throughput"] / b["throughput"] for a, b in http], 3.0, True)
+        )
+        checks.append(("p99, `triton_http_json` / v0", [a["p99_us"] / b["p99_us"] for a, b in http], 1.0, False))
+        text = [a["throughput"] / b["throughput"] for a, b in pairs("triton_text_grpc", "triton_grpc")]
+        checks.append(("throughput, `feedback_text` / `feedback` (gRPC)", text, TARGETS_13["text_vs_ids"], True))
+        stub = per_rep(process_cpu, profile=profile, system=SHM, concurrency=c, process="stub fuse")
+        fuse = per_rep(times, profile=profile, system=SHM, concurrency=c, model="fuse")
+        per_execution = [
+            stub[rep]["cpu_us_per_request"] * fuse[rep]["batch"] for rep in sorted(stub.keys() & fuse.keys())
+        ]
+        checks.append(("`fuse` stub CPU µs per execution", per_execution, TARGETS_13["fuse_exec_us"], False))
+    lines = [
+        f"| target (batch-1 clients, c={TARGET_CONCURRENCY}) | median (min–max over repetitions) | verdict | goal |",
+        "|---|---|---|---|",
+    ]
+    for what, values, goal, at_least in checks:
+        shown = judged(values, goal, at_least) if values else "not measured | —"
+        lines.append(f"| {what} | {shown} | {'≥' if at_least else '≤'} {goal:g} |")
+    return lines
 
 
 def at(results: list[dict], profile: str, system: str, concurrency: int) -> dict | None:
@@ -378,9 +462,13 @@ def against_v0(served: dict, v0: dict, limit: dict, by_process: dict, step: dict
 
 
 def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
-    results, inprocess, model_times, process_cpu = (
-        read(out / f"{name}.csv") for name in ("results", "inprocess", "triton_models", "process_cpu")
-    )
+    raw = {name: read(out / f"{name}.csv") for name in ("results", "triton_models", "process_cpu")}
+    inprocess = read(out / "inprocess.csv")
+    # Everything but issue #13's targets reads the median of the repetitions.
+    results = medians(raw["results"], ("profile", "system", "concurrency"))
+    model_times = medians(raw["triton_models"], ("profile", "system", "concurrency", "model"))
+    process_cpu = medians(raw["process_cpu"], ("profile", "system", "concurrency", "process"))
+    repeats = len({row.get("rep") for row in raw["results"]})
     concurrencies = sorted({row["concurrency"] for row in results})
     lines = [
         f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
@@ -394,7 +482,9 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         "same KServe v2 protocol over HTTP/JSON, so `Triton feedback, HTTP/JSON` is the like-for-like row. "
         "perf_analyzer runs on the same cores as the servers and takes CPU from them. Server CPU and PSS are sampled "
         "from /proc over each run (all server processes: tritonserver and its stubs, every uvicorn process). "
-        "Efficiency = saturation throughput / the in-process limit (best batch).",
+        "Efficiency = saturation throughput / the in-process limit (best batch). "
+        f"Every system was measured {repeats} time(s), the repetitions interleaved (each server in turn, then again); "
+        "tables give medians.",
         "",
     ]
     for profile in dict.fromkeys(row["profile"] for row in inprocess):
@@ -403,7 +493,9 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         limit = max(rows, key=lambda row: row["rows_per_s"])
         overhead = ensemble_overhead(profile, model_times)
         image = plot(out, profile, results, limit, floor)
-        lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets (issue #5)", ""]
+        lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets (issue #13)", ""]
+        lines += targets_13(profile, raw, limit)
+        lines += ["", "### Targets (issue #5)", ""]
         lines += targets_table(profile, results, limit, overhead)
         lines += [""] + why(profile, results, limit, floor, pick(process_cpu, profile=profile), model_times)
         lines += ["", "### Systems", ""]

@@ -12,10 +12,8 @@ import psutil
 
 from server import launch
 
-# One uvicorn process; its thread pool runs the models, which release the GIL, so it can use every core. With
-# `--workers 2`, perf_analyzer saw about 50 ms p50 at concurrency 1 against 11 ms with one process (curl saw no such
-# gap); the cause was not found, so the bench does not charge v0 for it.
-V0_WORKERS = 1
+# As such apps are deployed: one worker process per core, each with every model in memory.
+WORKERS = os.cpu_count() or 1
 
 
 @dataclass
@@ -116,7 +114,7 @@ def _apps(started: list[tuple[subprocess.Popen, str, str]], log):
 def v0_monolith(repository: Path, log: Path):
     (port,) = launch.free_ports(1)
     out = open(log, "ab")
-    process = _uvicorn("monolith", port, V0_WORKERS, _app_env(repository), out)
+    process = _uvicorn("monolith", port, WORKERS, _app_env(repository), out)
     url = f"127.0.0.1:{port}"
     with _apps([(process, url, "v0 monolith")], out):
         yield Running(url, None, [process])
@@ -128,10 +126,10 @@ def v1_fanout(repository: Path, members: list[str], log: Path):
     out = open(log, "ab")
     started = []
     for name, port in zip(members, ports, strict=False):
-        process = _uvicorn("member", port, 1, _app_env(repository, BENCH_MEMBER=name), out)
+        process = _uvicorn("member", port, WORKERS, _app_env(repository, BENCH_MEMBER=name), out)
         started.append((process, f"127.0.0.1:{port}", f"v1 member {name}"))
     member_urls = ",".join(f"{name}=http://{url}" for name, (_, url, _) in zip(members, started, strict=True))
-    combiner = _uvicorn("combiner", ports[-1], 1, _app_env(repository, BENCH_MEMBER_URLS=member_urls), out)
+    combiner = _uvicorn("combiner", ports[-1], WORKERS, _app_env(repository, BENCH_MEMBER_URLS=member_urls), out)
     started.append((combiner, f"127.0.0.1:{ports[-1]}", "v1 combiner"))
     with _apps(started, out):
         yield Running(started[-1][1], None, [process for process, _, _ in started])

@@ -26,6 +26,29 @@ SYSTEMS = (
         "grpc",
         shm=True,
     ),
-    System("v0_monolith", "v0 monolith (FastAPI, one uvicorn process), HTTP/JSON", "v0", "feedback", "http"),
-    System("v1_fanout", "v1 fan-out (a FastAPI service per member + combiner), HTTP/JSON", "v1", "feedback", "http"),
+    System("v0_monolith", "v0 monolith (FastAPI, a uvicorn worker per core), HTTP/JSON", "v0", "feedback", "http"),
+    System(
+        "v1_fanout",
+        "v1 fan-out (a FastAPI service per member + combiner, a worker per core each), HTTP/JSON",
+        "v1",
+        "feedback",
+        "http",
+    ),
+    # Triton's own floor on this machine (perf/floors.py): what a request costs with nearly nothing to compute.
+    System(
+        "floor_native",
+        "floor: trivial ONNX model alone (native backend), gRPC + shm",
+        "floors",
+        "floor_native",
+        "grpc",
+        shm=True,
+    ),
+    System(
+        "floor_python",
+        "floor: no-op Python-backend model alone, gRPC + shm",
+        "floors",
+        "floor_python",
+        "grpc",
+        shm=True,
+    ),
 )
