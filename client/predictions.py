@@ -32,7 +32,8 @@ class Schema:
         """From the fuse model's config as JSON (gRPC wraps it in {"config": ...}, HTTP does not)."""
         config = config.get("config", config)
         names = config["parameters"]["class_names"]["string_value"].split(",")
-        return cls(names, [tensor["name"].removesuffix("_probs") for tensor in config["input"]])
+        inputs = [tensor["name"] for tensor in config["input"]]  # `input_errors` is not a member
+        return cls(names, [name.removesuffix("_probs") for name in inputs if name.endswith("_probs")])
 
     def output_shapes(self, rows: int) -> dict[str, list[int]]:
         return {

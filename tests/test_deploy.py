@@ -134,7 +134,7 @@ class TestPollMode:
         }
         reason = {
             "corrupt ONNX": "artifact does not load: .*Protobuf parsing failed",
-            "wrong output shape": r"artifact returns shape \[8, 5\], its config says \[8, 6\]",
+            "wrong output shape": r"artifact returns shape \[4, 5\], its config says \[4, 6\]",
             "wrong class count": r"output 'PROBS' is TYPE_FP32 \[5\], the ensembles expect TYPE_FP32 \[6\]",
             "no warm-up": "config has no model_warmup",
             "Python model raising at load": "does not load in Triton: .*this fuse candidate refuses to start",

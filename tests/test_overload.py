@@ -27,9 +27,9 @@ def test_every_member_has_a_bounded_queue_that_rejects():
 
 @pytest.fixture(scope="module")
 def tiny_queue_server(tmp_path_factory):
-    """The repository with a queue of one request on the ensembles' first steps."""
+    """The repository with a queue of one request on `feedback_text`'s first step, where the floods go."""
     repository = repository_copy(tmp_path_factory.mktemp("tiny_queue") / "repository")
-    for model in ("tokenizer", "transformer", "textcnn"):
+    for model in ("tokenizer",):
         config = repository / model / "config.pbtxt"
         text = re.sub(r"max_queue_size: \d+", f"max_queue_size: {TINY_QUEUE}", config.read_text())
         config.write_text(text)
