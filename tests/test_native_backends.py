@@ -41,19 +41,14 @@ def statistics(grpc, model: str) -> tuple[int, int]:
     return stats.inference_count, stats.execution_count
 
 
-def send_concurrently(grpc, model: str, requests: list[list], at_once: int = 8) -> list:
-    """Rounds of `at_once` requests in flight together, so the dynamic batcher groups them; (result, error) per
-    request, in order. Rounds, not one burst: tritonserver 2.51's batcher can miss a wake-up while its instance is
-    busy and sleep 500 ms (core dynamic_batch_scheduler.cc, WaitForPayloadSlotAvailable), and a long burst can then
-    outwait the members' 2 s queue timeout."""
+def send_concurrently(grpc, model: str, requests: list[list]) -> list:
+    """All requests in flight at once, so the dynamic batcher groups them; (result, error) per request, in order."""
     outcomes = [[] for _ in requests]
-    for start in range(0, len(requests), at_once):
-        batch = list(zip(requests, outcomes, strict=True))[start : start + at_once]
-        for inputs, outcome in batch:
-            grpc.async_infer(model, inputs, lambda result, error, outcome=outcome: outcome.append((result, error)))
-        deadline = time.monotonic() + 60
-        while not all(outcome for _, outcome in batch) and time.monotonic() < deadline:
-            time.sleep(0.01)
+    for inputs, outcome in zip(requests, outcomes, strict=True):
+        grpc.async_infer(model, inputs, lambda result, error, outcome=outcome: outcome.append((result, error)))
+    deadline = time.monotonic() + 60
+    while not all(outcomes) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert all(outcomes), "requests still unanswered after 60 s"
     return [outcome[0] for outcome in outcomes]
 
