@@ -1,11 +1,11 @@
-"""The two architectures the Triton ensemble replaces, as FastAPI apps served by uvicorn (JSON in and out).
+"""The two architectures the Triton ensemble replaces, as FastAPI apps served by gunicorn's uvicorn workers (JSON).
 
 v0 `monolith`: one web app with every model in memory, combining predictions in Python.
 v1 `member` + `combiner`: one HTTP service per member model, and a thin app that fans each request out to all of
 them and fuses the answers. Neither batches across requests; that is what they look like in the field.
 
-All three speak KServe v2 HTTP/JSON (perf/kserve.py) and are configured by environment variables, because uvicorn
-imports them by name in each worker (`uvicorn --factory perf.apps:monolith`):
+All three speak KServe v2 HTTP/JSON (perf/kserve.py) and are configured by environment variables, because gunicorn
+builds them by name in each worker (`gunicorn -k uvicorn.workers.UvicornWorker 'perf.apps:monolith()'`):
   BENCH_REPOSITORY  the model repository to load from (the same files Triton serves)
   BENCH_MEMBER      member: which member model to serve
   BENCH_MEMBER_URLS combiner: "name=http://host:port,..." for every member the fuse config names

@@ -481,7 +481,7 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         "(binary tensors, with and without system shared memory) and over HTTP/JSON; the v0 and v1 apps speak the "
         "same KServe v2 protocol over HTTP/JSON, so `Triton feedback, HTTP/JSON` is the like-for-like row. "
         "perf_analyzer runs on the same cores as the servers and takes CPU from them. Server CPU and PSS are sampled "
-        "from /proc over each run (all server processes: tritonserver and its stubs, every uvicorn process). "
+        "from /proc over each run (all server processes: tritonserver and its stubs, every gunicorn and worker process). "
         "Efficiency = saturation throughput / the in-process limit (best batch). "
         f"Every system was measured {repeats} time(s), the repetitions interleaved (each server in turn, then again); "
         "tables give medians.",

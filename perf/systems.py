@@ -26,7 +26,13 @@ SYSTEMS = (
         "grpc",
         shm=True,
     ),
-    System("v0_monolith", "v0 monolith (FastAPI, a uvicorn worker per core), HTTP/JSON", "v0", "feedback", "http"),
+    System(
+        "v0_monolith",
+        "v0 monolith (FastAPI, gunicorn with a uvicorn worker per core), HTTP/JSON",
+        "v0",
+        "feedback",
+        "http",
+    ),
     System(
         "v1_fanout",
         "v1 fan-out (a FastAPI service per member + combiner, a worker per core each), HTTP/JSON",
