@@ -146,6 +146,16 @@ def targets_13(profile: str, raw: dict[str, list[dict]], limit: dict) -> list[st
     for what, values, goal, at_least in checks:
         shown = judged(values, goal, at_least) if values else "not measured | —"
         lines.append(f"| {what} | {shown} | {'≥' if at_least else '≤'} {goal:g} |")
+    floor = medians(pick(results, profile=profile, system=FLOOR, concurrency=c), ("system",))
+    if profile != "minilm" and floor:
+        compute = limit["cpu_us_per_row"] / floor[0]["server_cpu_us_per_request"]
+        if compute > TARGETS_13["cpu_vs_floor"]:
+            lines += [
+                "",
+                f"The CPU target is out of reach by construction here: the members' compute alone, in-process at "
+                f"their best batch ({limit['cpu_us_per_row']:.0f} µs per row), is {compute:.1f}x the floor's whole "
+                f"served cost ({floor[0]['server_cpu_us_per_request']:.0f} µs per request).",
+            ]
     return lines
 
 
@@ -481,7 +491,7 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         "(binary tensors, with and without system shared memory) and over HTTP/JSON; the v0 and v1 apps speak the "
         "same KServe v2 protocol over HTTP/JSON, so `Triton feedback, HTTP/JSON` is the like-for-like row. "
         "perf_analyzer runs on the same cores as the servers and takes CPU from them. Server CPU and PSS are sampled "
-        "from /proc over each run (all server processes: tritonserver and its stubs, every gunicorn and worker process). "
+        "from /proc over each run (all server processes: tritonserver and its stubs, every gunicorn process). "
         "Efficiency = saturation throughput / the in-process limit (best batch). "
         f"Every system was measured {repeats} time(s), the repetitions interleaved (each server in turn, then again); "
         "tables give medians.",
