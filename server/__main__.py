@@ -14,13 +14,26 @@ A start that cannot serve says so in one line and exits non-zero before it chang
 does not load (the supervisor gives up after its bounded retries).
 """
 
-import os
-import secrets
+import signal
 import sys
-from pathlib import Path
 
-from server.launch import ROOT, Ports, command, environment, ports_in_use, prepare, restriction_flags
-from server.supervise import Supervisor
+
+def stop_before_serving(signum: int, _frame) -> None:
+    """SIGTERM/SIGINT before the supervisor takes over (imports, the backend build): nothing runs yet to stop."""
+    print(f"stopped by {signal.Signals(signum).name} before tritonserver started", flush=True)
+    sys.exit(0)
+
+
+# First, before the slow imports below: a stop during start-up must be as clean as one while serving.
+for _signal in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(_signal, stop_before_serving)
+
+import os  # noqa: E402
+import secrets  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from server.launch import ROOT, Ports, command, environment, ports_in_use, prepare, restriction_flags  # noqa: E402
+from server.supervise import Supervisor  # noqa: E402
 
 
 def admin_key(build: Path) -> str:
