@@ -57,7 +57,7 @@ def main() -> None:
     )
     bind = os.environ.get("BIND", "127.0.0.1")
     if busy := ports_in_use(ports, bind):
-        sys.exit(f"cannot start: port {', '.join(busy)} on {bind} is already in use (another server?)")
+        sys.exit(f"cannot start: {', '.join(busy)} on {bind} already in use (another server?)")
     if key := os.environ.get("TRITON_ADMIN_KEY"):
         try:
             restriction_flags(key)
