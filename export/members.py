@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# INPUT_ERRORS bits, one int32 per row: what the fuse step turns into the request's error.
+from python_backend.fuse import BAD_LENGTH, ID_OUT_OF_RANGE, MASK_NOT_BINARY
+
 MAX_POSITIONS = 512  # longest sequence any member accepts, as in BERT-family models
 MASKED = -1e9  # finite, so a row with no real tokens gives uniform attention instead of NaN
 
@@ -115,10 +118,6 @@ class TextCNN(nn.Module):
                 (h * mask[:, None, :]).amax(-1)
             )  # ReLU >= 0, so zeroing padding leaves the max of real tokens
         return self.head(torch.cat(pooled, 1)).softmax(-1)
-
-
-# INPUT_ERRORS bits, one int32 per row: what the fuse step (python_backend/fuse.py) turns into the request's error.
-ID_OUT_OF_RANGE, MASK_NOT_BINARY, BAD_LENGTH = 1, 2, 4
 
 
 class CheckedInputs(nn.Module):
