@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export import corpus, repository, tokenizer
+from export import corpus, evaluate, repository, tokenizer
 from export.artifacts import export_onnx, export_torchscript, parity_samples
 from export.configs import MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, SHAPES, CheckedInputs, TextCNN, TransformerClassifier
@@ -98,6 +98,9 @@ def export_default(repo: Path, profile: str, seed: int) -> None:
         f"wrote {', '.join(members)}, tokenizer.json, stacking.npz and fuse's config into {repo} "
         f"in {time.monotonic() - started:.1f} s"
     )
+    print(f"accuracy on the hand-written comments ({evaluate.HANDWRITTEN.name}), as served:")
+    for name, score in evaluate.accuracies(repo).items():
+        print(f"  {name:<24} {score:.4f}")
 
 
 def main() -> None:

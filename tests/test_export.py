@@ -72,3 +72,17 @@ def test_from_pretrained_is_served_as_a_new_model_and_as_a_new_member_version(tm
         assert triton.get_model_metadata("transformer").versions == ["2"]
     np.testing.assert_allclose(alone, expected.numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(in_ensemble, expected.numpy(), atol=1e-5, rtol=0)
+
+
+def test_handwritten_evaluation_set_covers_every_class_and_measures_the_served_ensemble():
+    from collections import Counter
+
+    from export import evaluate
+    from python_backend.inprocess import InProcessEnsemble
+
+    texts, labels = evaluate.read(evaluate.HANDWRITTEN)
+    classes = InProcessEnsemble(REPOSITORY).fuse.class_names
+    assert len(texts) >= 60 and len(set(texts)) == len(texts)
+    assert Counter(labels).keys() == set(classes) and min(Counter(labels).values()) >= 10
+    scores = evaluate.accuracies(REPOSITORY)
+    assert set(scores) == {"transformer", "textcnn", "ensemble"} and all(0 <= s <= 1 for s in scores.values())
