@@ -11,6 +11,8 @@ ID_OUT_OF_RANGE, MASK_NOT_BINARY, BAD_LENGTH = 1, 2, 4
 def check_input_errors(errors: np.ndarray, vocab_size: int, max_seq_len: int) -> None:
     """The request's error, if the members had to repair any of its rows: the native backends cannot refuse a single
     request of a dynamic batch, so the graphs flag it and this step, which answers each request alone, refuses it."""
+    if not errors.any():  # the common case; the per-bit scan below took 5% of the stub's samples under load
+        return
     problems = []
     for bit, problem in (
         (BAD_LENGTH, f"sequence length must be in the supported range 1..{max_seq_len}"),
