@@ -1,73 +1,189 @@
 """Bulk scoring: read comments from CSV or JSON lines, classify them in pipelined batches, write JSON lines in order.
 
 Each output line is {"row": n, "text": ..., "label": ..., "probabilities": {...}, "members": {...}}, with n counting
-input rows from 0. Batches are written in input order as they complete and flushed, so an interrupted run leaves a
-prefix of the result; `resume` continues after it. Failed calls are retried by the client, so a server restart
-mid-run loses and duplicates nothing.
+input rows from 0, or, for a row that cannot be scored, {"row": n, "text": (cut to 200 characters), "error": ...}.
+A bad row never stops the run or loses its neighbours: rows are checked here before they are sent (decodable,
+not empty, not over the server's size limit), so a batch holds only rows the server accepts. Batches are written in
+input order as they complete and flushed, so an interrupted run leaves a prefix of the result; `resume` continues
+after it. Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
 """
 
 import csv
 import itertools
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from client.feedback import FeedbackClient
+
+ERRORS = ("strict", "replace", "skip")  # a row that does not decode: an error record, U+FFFD, or its bad bytes dropped
+SHOWN_CHARACTERS = 200  # of a failed row's text in its error record
+csv.field_size_limit(1 << 30)  # the default 128 KiB would end the run at the first long comment
 
 
 class InputFileError(ValueError):
     """The input file cannot be read as asked (missing, unknown format, no such column)."""
 
 
-def read_texts(path: Path, column: str) -> Iterator[str]:
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8") as file:
+@dataclass
+class Row:
+    number: int
+    text: str
+    error: str = ""
+    truncated: bool = False
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    scored: int = 0
+    failed: int = 0
+    truncated: int = 0
+
+    def line(self) -> str:
+        return f"rows read {self.read}, scored {self.scored}, failed {self.failed}, truncated {self.truncated}"
+
+
+def decoded(value: str, encoding: str, errors: str) -> str:
+    """The file is read as UTF-8 with undecodable bytes kept as surrogates; here each field gets its own decoding."""
+    raw = value.encode("utf-8", "surrogateescape")
+    return raw.decode(encoding, {"strict": "strict", "replace": "replace", "skip": "ignore"}[errors])
+
+
+def fields(path: Path, column: str) -> Iterator[tuple[str | None, str]]:
+    """(raw value or None, why it is missing) per data row, in order."""
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
         if path.suffix == ".csv":
-            rows: Iterable[dict] = csv.DictReader(file)
+            reader = csv.DictReader(file)
+            if column not in (reader.fieldnames or []):
+                raise InputFileError(f"{path}: no column {column!r} (has: {', '.join(reader.fieldnames or [])})")
+            for row in reader:
+                value = row.get(column)
+                yield (value, "") if value is not None else (None, f"no value in column {column!r}")
         elif path.suffix in (".jsonl", ".ndjson"):
-            rows = (json.loads(line) for line in file if line.strip())
+            for number, line in enumerate(line for line in file if line.strip()):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    yield None, f"not a JSON object ({error.msg})"
+                    continue
+                if isinstance(record, dict) and column in record:
+                    yield str(record[column]), ""
+                elif number == 0:  # the first record decides whether --column is wrong for the whole file
+                    keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+                    raise InputFileError(f"{path}: no column {column!r} (has: {keys})")
+                else:
+                    yield None, f"no key {column!r}"
         else:
             raise InputFileError(f"{path}: expected a .csv or .jsonl file")
-        for number, row in enumerate(rows):
-            if column not in row:
-                raise InputFileError(f"{path}: row {number} has no column {column!r} (has: {', '.join(row)})")
-            yield str(row[column])
+
+
+def read_rows(
+    path: Path,
+    column: str,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    max_bytes: int | None = None,
+    truncate: bool = False,
+) -> Iterator[Row]:
+    """Every data row, checked: a row that cannot be scored carries its error instead of reaching the server."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    for number, (value, missing) in enumerate(fields(path, column)):
+        if value is None:
+            yield Row(number, "", missing)
+            continue
+        try:
+            text = decoded(value, encoding, errors)
+        except UnicodeDecodeError as error:
+            shown = value.encode("utf-8", "surrogateescape").decode(encoding, "replace")
+            yield Row(number, shown, f"not valid {encoding} ({error.reason} at byte {error.start})")
+            continue
+        if not text.strip():
+            yield Row(number, text, "empty comment: nothing to classify")
+            continue
+        size = len(text.encode("utf-8"))
+        if max_bytes is not None and size > max_bytes:
+            if not truncate:
+                yield Row(number, text, f"{size} bytes, the limit is {max_bytes} (--truncate cuts it)")
+                continue
+            text = text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")  # on a character boundary
+            yield Row(number, text, truncated=True)
+            continue
+        yield Row(number, text)
 
 
 def count_rows(path: Path) -> int:
+    """An estimate of an input's rows, for the progress bar (a comment with line breaks counts more than once)."""
     with path.open("rb") as file:
         lines = sum(1 for line in file if line.strip())
     return lines - 1 if path.suffix == ".csv" else lines  # the CSV header
 
 
-def batched(texts: Iterable[str], size: int) -> Iterator[list[str]]:
-    iterator = iter(texts)
-    while batch := list(itertools.islice(iterator, size)):
+def drop_partial_line(path: Path) -> None:
+    """A run killed while writing can leave half a line; resuming rewrites that row whole."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
+    while batch := list(itertools.islice(rows, size)):
         yield batch
 
 
+def record(row: Row, prediction) -> dict:
+    if row.error:
+        return {"row": row.number, "text": row.text[:SHOWN_CHARACTERS], "error": row.error}
+    return {"row": row.number, "text": row.text, **prediction.as_dict()} | (
+        {"truncated": True} if row.truncated else {}
+    )
+
+
 def score_file(
-    client: FeedbackClient, source: Path, column: str, target: Path, batch_size: int = 64, resume: bool = False
-) -> int:
-    """Score every row of source into target; returns the number of rows written by this run."""
+    client: FeedbackClient,
+    source: Path,
+    column: str,
+    target: Path,
+    batch_size: int = 64,
+    resume: bool = False,
+    encoding: str = "utf-8",
+    errors: str = "strict",
+    truncate: bool = False,
+) -> Summary:
+    """Score every row of source into target, one line per row in input order; returns the target's counts."""
     from tqdm import tqdm  # here, so that the rest of the CLI runs where only tritonclient and numpy are installed
 
-    next(read_texts(source, column), None)  # a missing file or column fails here, before target is touched
-    done = count_rows(target) if resume and target.exists() else 0
-    texts = itertools.islice(read_texts(source, column), done, None)
-    written = 0
+    next(read_rows(source, column), None)  # a missing file, unknown format or column fails here, before target
+    rows = read_rows(source, column, encoding, errors, client.max_text_bytes, truncate)
+    summary = Summary()  # of the whole output file: with resume, the rows kept from before count too
+    if resume and target.exists():
+        drop_partial_line(target)
+        for line in target.read_text(encoding="utf-8").splitlines():
+            kept = json.loads(line)
+            summary.read += 1
+            summary.failed += "error" in kept
+            summary.scored += "error" not in kept
+            summary.truncated += kept.get("truncated", False)
+    done = summary.read
     with (
         target.open("a" if done else "w", encoding="utf-8") as out,
         tqdm(total=count_rows(source), initial=done, unit="row", disable=None) as progress,
     ):
-        # tee keeps each batch until its predictions come back (classify_stream has up to in_flight ahead).
-        to_send, to_write = itertools.tee(batched(texts, batch_size))
-        for batch, predictions in zip(to_write, client.classify_stream(to_send), strict=True):
-            for offset, (text, prediction) in enumerate(zip(batch, predictions, strict=True)):
-                line = {"row": done + written + offset, "text": text, **prediction.as_dict()}
-                out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        # Only the rows that can be scored are sent; tee keeps each batch until its predictions come back.
+        to_send, to_write = itertools.tee(batched(itertools.islice(rows, done, None), batch_size))
+        sendable = ([row.text for row in batch if not row.error] for batch in to_send)
+        for batch, predictions in zip(to_write, client.classify_stream(sendable), strict=True):
+            answers = iter(predictions)
+            for row in batch:
+                out.write(json.dumps(record(row, None if row.error else next(answers)), ensure_ascii=False) + "\n")
+                summary.read += 1
+                summary.failed += bool(row.error)
+                summary.scored += not row.error
+                summary.truncated += row.truncated
             out.flush()
-            written += len(batch)
             progress.update(len(batch))
-    return written
+            progress.set_postfix(failed=summary.failed)
+    return summary

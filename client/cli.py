@@ -7,17 +7,19 @@
 
 Output is a table on a terminal and JSON lines when piped (or as --format says).
 Exit codes: 0 success; 1 unexpected error; 2 usage error or unreadable input file; 3 server unavailable or not ready;
-4 model missing or not ready; 5 input refused by the server; 6 timeout; 7 shared-memory error; 8 server overloaded.
+4 model missing or not ready; 5 input refused by the server; 6 timeout; 7 shared-memory error; 8 server overloaded;
+10 `classify --input` scored the file but some rows are error records (its summary line says how many).
 """
 
 import argparse
+import codecs
 import json
 import os
 import sys
 from pathlib import Path
 
-from client.bulk import InputFileError, score_file
-from client.errors import USAGE_EXIT_CODE, ClientError, ModelUnavailable, ServerUnavailable
+from client.bulk import ERRORS, InputFileError, score_file
+from client.errors import ROWS_FAILED_EXIT_CODE, USAGE_EXIT_CODE, ClientError, ModelUnavailable, ServerUnavailable
 from client.feedback import DEFAULT_URLS, PROTOCOLS, SHM_KINDS, Backoff, FeedbackClient
 from client.predictions import IDS_MODEL, TEXT_MODEL
 
@@ -49,6 +51,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     classify.add_argument("--batch-size", type=int, default=64, help="rows per request (at most 64 per call)")
     classify.add_argument("--concurrency", type=int, default=4, help="requests kept in flight")
     classify.add_argument("--resume", action="store_true", help="keep the rows already in --output, score the rest")
+    classify.add_argument("--encoding", default="utf-8", help="the input file's text encoding (default utf-8)")
+    classify.add_argument(
+        "--errors",
+        choices=ERRORS,
+        default="strict",
+        help="a row that does not decode: strict = an error record for that row, replace = U+FFFD for bad bytes, "
+        "skip = drop the bad bytes",
+    )
+    classify.add_argument(
+        "--truncate",
+        action="store_true",
+        help="cut comments over the server's size limit (16 KiB by default) at a character boundary and mark them "
+        "truncated; without it such a row is an error record. The models read only the first tokens anyway "
+        "(64 with the default tokenizer), so the cut changes nothing they see.",
+    )
     commands.add_parser("health", parents=[common], help="server and ensemble readiness")
     commands.add_parser("models", parents=[common], help="models in the repository with versions and states")
     args = parser.parse_args(argv)
@@ -58,6 +75,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error("classify: give either TEXT arguments or --input FILE")
         if args.input and not args.output:
             parser.error("classify: --input needs --output")
+        try:
+            codecs.lookup(args.encoding)
+        except LookupError:
+            parser.error(f"--encoding: unknown encoding {args.encoding!r}")
     try:
         args.headers = dict(pair.split("=", 1) for pair in args.header) or None
     except ValueError:
@@ -78,9 +99,19 @@ def emit(rows: list[dict], columns: list[str], fmt: str) -> None:
 
 def classify(client: FeedbackClient, args: argparse.Namespace) -> int:
     if args.input:
-        written = score_file(client, args.input, args.column, args.output, args.batch_size, args.resume)
-        print(f"{written} rows scored into {args.output}", file=sys.stderr)
-        return 0
+        summary = score_file(
+            client,
+            args.input,
+            args.column,
+            args.output,
+            args.batch_size,
+            args.resume,
+            args.encoding,
+            args.errors,
+            args.truncate,
+        )
+        print(f"{summary.line()} into {args.output}", file=sys.stderr)
+        return ROWS_FAILED_EXIT_CODE if summary.failed else 0
     rows = []
     for text, prediction in zip(args.texts, client.classify(args.texts), strict=True):
         rows.append({"label": prediction.label, "p": f"{prediction.probabilities[prediction.label]:.2f}", "text": text})

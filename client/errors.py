@@ -61,6 +61,7 @@ class AdminKeyRequired(ClientError):
     exit_code = 9
 
 
+ROWS_FAILED_EXIT_CODE = 10  # `classify --input`: the run finished, but some rows are error records
 USAGE_EXIT_CODE = 2  # bad command-line arguments or an unreadable input file
 
 _GRPC_STATUS = {

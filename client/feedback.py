@@ -186,6 +186,12 @@ class FeedbackClient:
     def schema(self) -> Schema:
         return Schema.from_fuse_config(self._ask("get_model_config", predictions.FUSE_MODEL))
 
+    @functools.cached_property
+    def max_text_bytes(self) -> int:
+        """The longest comment the server takes, in UTF-8 bytes (the tokenizer config's max_text_bytes)."""
+        config = self._ask("get_model_config", predictions.TOKENIZER_MODEL)
+        return int(config.get("config", config)["parameters"]["max_text_bytes"]["string_value"])
+
     def _ask(self, method: str, *args):
         """A non-inference call on the server (as JSON over both protocols), with retries."""
         json = {"as_json": True} if self.protocol == "grpc" else {}

@@ -6,6 +6,7 @@ import numpy as np
 
 TEXT_MODEL = "feedback_text"
 IDS_MODEL = "feedback"
+TOKENIZER_MODEL = "tokenizer"  # its config holds the longest comment the server takes (max_text_bytes)
 FUSE_MODEL = "fuse"  # its config names the classes (parameter class_names) and the members (inputs <member>_probs)
 MAX_BATCH = 64  # the ensembles' max_batch_size; longer inputs are sent in chunks of this many rows
 SHM_OUTPUTS = ("PROBS", "MEMBER_PROBS")  # fixed-size outputs, read from a region when shm is on

@@ -1,0 +1,113 @@
+"""Bulk scoring of a messy real-world file through the CLI: one odd comment never stops a run or loses its
+neighbours; every input row comes out once, in order, scored or as an error record (issue #19)."""
+
+import csv
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from client.errors import ROWS_FAILED_EXIT_CODE
+from export import corpus
+from server.launch import ROOT
+from tests.test_client import feedback_cli
+
+GOOD = [comment.text for comment in corpus.generate(10_000, seed=5)]
+ODD = [  # (text, encoding): the rows a spreadsheet export really contains, before the 10,000 good ones
+    ('He said "the invoice\nis wrong", twice', "utf-8"),  # quotes and an embedded newline
+    ("Le prix est très élevé pour ce que c'est", "cp1252"),  # a row saved from a spreadsheet as cp1252
+    ("", "utf-8"),
+    ("   \t ", "utf-8"),
+    ("slow " * 4_000, "utf-8"),  # 20 KB
+    ("x" * 2_000_000, "utf-8"),  # 2 MB
+    (None, "utf-8"),  # the row ends before its text column
+]
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """A CSV with a BOM, mixed encodings, odd rows and 10,000 good ones; its texts as the server should see them."""
+    path = tmp_path_factory.mktemp("bulk") / "comments.csv"
+    with path.open("wb") as file:
+        file.write("\ufeffid,text\r\n".encode())
+        for number, (text, encoding) in enumerate(ODD + [(text, "utf-8") for text in GOOD]):
+            line = io.StringIO()
+            csv.writer(line).writerow([number] if text is None else [number, text])
+            file.write(line.getvalue().encode(encoding))
+    return path
+
+
+def run(server, source, target, *extra, **options):
+    done = feedback_cli(
+        "classify", "--input", str(source), "--output", str(target), "--url", server.grpc_url, *extra, **options
+    )
+    lines = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    return done, lines
+
+
+def assert_good_rows_match(lines, reference):
+    """The 10,000 good rows (and the quoted one) equal the in-process computation."""
+    scored = [line for line in lines if line["row"] == 0 or line["row"] >= len(ODD)]
+    expected = reference.classify([line["text"] for line in scored])
+    names = reference.fuse.class_names
+    probs = np.array([[line["probabilities"][name] for name in names] for line in scored])
+    np.testing.assert_allclose(probs, expected["PROBS"], atol=1e-5, rtol=0)
+
+
+def test_messy_file_every_row_once_in_order_bad_rows_as_errors(server, reference, messy, tmp_path):
+    done, lines = run(server, messy, tmp_path / "scored.jsonl")
+    assert done.returncode == ROWS_FAILED_EXIT_CODE, done.stderr
+    assert "rows read 10007, scored 10001, failed 6, truncated 0" in done.stderr
+    assert [line["row"] for line in lines] == list(range(len(ODD) + len(GOOD)))
+    errors = {line["row"]: line["error"] for line in lines if "error" in line}
+    assert sorted(errors) == [1, 2, 3, 4, 5, 6]
+    assert "not valid utf-8" in errors[1] and "empty comment" in errors[2] and "empty comment" in errors[3]
+    assert "20000 bytes, the limit is 16384" in errors[4] and "2000000 bytes" in errors[5]
+    assert "no value in column 'text'" in errors[6]
+    assert len(lines[5]["text"]) <= 200  # an error record shows the start of the text only
+    assert lines[0]["text"] == ODD[0][0]
+    assert_good_rows_match(lines, reference)
+
+
+def test_truncate_and_replace_score_what_can_be_scored(server, reference, messy, tmp_path):
+    done, lines = run(server, messy, tmp_path / "scored.jsonl", "--truncate", "--errors", "replace")
+    assert done.returncode == ROWS_FAILED_EXIT_CODE, done.stderr
+    assert "rows read 10007, scored 10004, failed 3, truncated 2" in done.stderr
+    assert sorted(line["row"] for line in lines if "error" in line) == [2, 3, 6]
+    assert lines[1]["text"].startswith("Le prix est tr\ufffds") and "label" in lines[1]
+    assert lines[4]["truncated"] and len(lines[4]["text"].encode()) <= 16384 and "label" in lines[4]
+    assert lines[5]["truncated"] and "label" in lines[5]
+    assert_good_rows_match(lines, reference)
+
+
+def test_named_encoding_and_a_clean_file_exit_zero(server, tmp_path):
+    source = tmp_path / "latin.csv"
+    source.write_bytes("text\r\nLe prix est très élevé\r\nthe invoice charged me twice\r\n".encode("cp1252"))
+    done, lines = run(server, source, tmp_path / "scored.jsonl", "--encoding", "cp1252")
+    assert done.returncode == 0, done.stderr
+    assert lines[0]["text"] == "Le prix est très élevé" and lines[1]["label"] == "billing"
+
+
+def test_resume_after_a_kill_gives_the_same_output(server, messy, tmp_path):
+    _, complete = run(server, messy, tmp_path / "complete.jsonl")
+    target = tmp_path / "resumed.jsonl"
+    argv = [sys.executable, "-m", "client", "classify", "--input", str(messy), "--output", str(target)]
+    argv += ["--url", server.grpc_url, "--batch-size", "16"]
+    killed = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while (not target.exists() or target.stat().st_size < 200_000) and time.monotonic() < deadline:
+            assert killed.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert len(target.read_text(encoding="utf-8").splitlines()) < len(complete)  # killed mid-run
+    done, resumed = run(server, messy, target, "--resume")
+    assert done.returncode == ROWS_FAILED_EXIT_CODE, done.stderr
+    assert resumed == complete
