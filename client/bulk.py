@@ -41,6 +41,12 @@ class Summary:
     failed: int = 0
     truncated: int = 0
 
+    def count(self, failed: bool, truncated: bool) -> None:
+        self.read += 1
+        self.failed += failed
+        self.scored += not failed
+        self.truncated += truncated
+
     def line(self) -> str:
         return f"rows read {self.read}, scored {self.scored}, failed {self.failed}, truncated {self.truncated}"
 
@@ -97,8 +103,11 @@ def read_rows(
         try:
             text = decoded(value, encoding, errors)
         except UnicodeDecodeError as error:
-            shown = value.encode("utf-8", "surrogateescape").decode(encoding, "replace")
-            yield Row(number, shown, f"not valid {encoding} ({error.reason} at byte {error.start})")
+            yield Row(
+                number,
+                decoded(value, encoding, "replace"),
+                f"not valid {encoding} ({error.reason} at byte {error.start})",
+            )
             continue
         if not text.strip():
             yield Row(number, text, "empty comment: nothing to classify")
@@ -163,10 +172,7 @@ def score_file(
         drop_partial_line(target)
         for line in target.read_text(encoding="utf-8").splitlines():
             kept = json.loads(line)
-            summary.read += 1
-            summary.failed += "error" in kept
-            summary.scored += "error" not in kept
-            summary.truncated += kept.get("truncated", False)
+            summary.count("error" in kept, kept.get("truncated", False))
     done = summary.read
     with (
         target.open("a" if done else "w", encoding="utf-8") as out,
@@ -179,10 +185,7 @@ def score_file(
             answers = iter(predictions)
             for row in batch:
                 out.write(json.dumps(record(row, None if row.error else next(answers)), ensure_ascii=False) + "\n")
-                summary.read += 1
-                summary.failed += bool(row.error)
-                summary.scored += not row.error
-                summary.truncated += row.truncated
+                summary.count(bool(row.error), row.truncated)
             out.flush()
             progress.update(len(batch))
             progress.set_postfix(failed=summary.failed)
