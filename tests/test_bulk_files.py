@@ -15,7 +15,9 @@ import pytest
 from client.errors import ROWS_FAILED_EXIT_CODE
 from export import corpus
 from server.launch import ROOT
+from tests.conftest import repository_copy
 from tests.test_client import feedback_cli
+from tests.test_recovery import Supervised
 
 GOOD = [comment.text for comment in corpus.generate(10_000, seed=5)]
 ODD = [  # (text, encoding): the rows a spreadsheet export really contains, before the 10,000 good ones
@@ -93,11 +95,25 @@ def test_named_encoding_and_a_clean_file_exit_zero(server, tmp_path):
     assert lines[0]["text"] == "Le prix est très élevé" and lines[1]["label"] == "billing"
 
 
-def test_resume_after_a_kill_gives_the_same_output(server, messy, tmp_path):
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    """A server of its own, as `make serve` runs it: killing a gRPC client with requests in flight can crash
+    tritonserver 2.51 (SIGSEGV sending a response to the cancelled call), and then the supervisor restarts it."""
+    repository = repository_copy(tmp_path_factory.mktemp("bulk_supervised") / "repository")
+    server = Supervised(repository, repository.parent / "server.log")
+    try:
+        server.wait(ready=True)
+        yield server
+    finally:
+        server.stop()
+
+
+def test_resume_after_a_kill_gives_the_same_output(server, supervised, messy, tmp_path):
     _, complete = run(server, messy, tmp_path / "complete.jsonl")
     target = tmp_path / "resumed.jsonl"
+    url = f"127.0.0.1:{supervised.ports.grpc}"
     argv = [sys.executable, "-m", "client", "classify", "--input", str(messy), "--output", str(target)]
-    argv += ["--url", server.grpc_url, "--batch-size", "16"]
+    argv += ["--url", url, "--batch-size", "16"]
     killed = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -108,6 +124,19 @@ def test_resume_after_a_kill_gives_the_same_output(server, messy, tmp_path):
         killed.send_signal(signal.SIGKILL)
         killed.wait()
     assert len(target.read_text(encoding="utf-8").splitlines()) < len(complete)  # killed mid-run
-    done, resumed = run(server, messy, target, "--resume")
+    done = feedback_cli(
+        "classify",
+        "--input",
+        str(messy),
+        "--output",
+        str(target),
+        "--url",
+        url,
+        "--resume",
+        "--retries",
+        "12",
+        timeout=300,
+    )
+    resumed = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
     assert done.returncode == ROWS_FAILED_EXIT_CODE, done.stderr
     assert resumed == complete
