@@ -4,10 +4,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+INSTALLED := $(VENV)/.installed-$(shell cat requirements*.txt | sha1sum | cut -c1-12)
 ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/1/model.pt \
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-             model_repository/fuse/config.pbtxt
+             model_repository/fuse/config.pbtxt model_repository/held_out.csv
 
 # Triton's native backends build from these unmodified upstream sources (server/native_backends.py); without the
 # folder, the build clones the same pinned commits.
@@ -24,9 +24,10 @@ PROFILE ?= small minilm
 install: $(INSTALLED)
 	$(PY) -m server.native_backends
 
-$(INSTALLED): requirements.txt
+$(INSTALLED): requirements.txt requirements-no-deps.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-no-deps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	rm -f $(VENV)/.installed-* && touch $@
 

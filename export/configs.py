@@ -33,7 +33,7 @@ class MemberSpec:
     platform: str  # "onnxruntime_onnx" | "pytorch_libtorch"
     inputs: tuple[str, str]  # (token ids, attention mask)
     outputs: tuple[str, str]  # (class probabilities, INPUT_ERRORS: export.members.CheckedInputs)
-    num_classes: int
+    class_names: tuple[str, ...]  # in the order of the probabilities' columns
     vocab_size: int
     max_seq_len: int
     warmup_seq: int  # the length the tokenizer pads to: what real traffic will look like
@@ -78,13 +78,15 @@ input [
 {tensor_line(mask, "TYPE_INT64", "-1")}
 ]
 output [
-{tensor_line(probs, "TYPE_FP32", str(spec.num_classes))},
+{tensor_line(probs, "TYPE_FP32", str(len(spec.class_names)))},
 {tensor_line(errors, "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
 # The limits that the graph enforces (export.members.CheckedInputs); read by deploy/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
+# What each PROBS column means: a deploy refuses a member whose label set is not the fuse step's.
+{_parameter("class_names", ",".join(spec.class_names))}
 {_parameter("max_seq_len", spec.max_seq_len)}
 {threads}
 model_warmup [

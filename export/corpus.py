@@ -169,9 +169,3 @@ def _comment(rng: random.Random) -> Comment:
 def generate(n: int = 6000, seed: int = 13) -> list[Comment]:
     rng = random.Random(seed)
     return [_comment(rng) for _ in range(n)]
-
-
-def split(comments: list[Comment]) -> tuple[list[Comment], list[Comment], list[Comment]]:
-    """70% train, 10% validation (fits the stacking combiner), 20% held out; shuffled by construction."""
-    a, b = int(len(comments) * 0.7), int(len(comments) * 0.8)
-    return comments[:a], comments[a:b], comments[b:]

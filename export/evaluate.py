@@ -6,21 +6,24 @@ report prints it beside the synthetic held-out figure.
 """
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from export import repository
+from export import datasets, repository
 from python_backend.inprocess import InProcessEnsemble
 
 HANDWRITTEN = Path(__file__).parent / "data" / "handwritten_eval.csv"
 
 
 def read(path: Path) -> tuple[list[str], list[str]]:
-    with open(path, newline="", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    return [row["text"] for row in rows], [row["label"] for row in rows]
+    rows = datasets.read_rows(path, "text", "label")
+    return [text for text, _ in rows], [label for _, label in rows]
+
+
+def covers(class_names: list[str], path: Path = HANDWRITTEN) -> bool:
+    """Whether a served label set has every label of the evaluation file (the built-in six topics do)."""
+    return set(read(path)[1]) <= set(class_names)
 
 
 def accuracies(repo: Path, path: Path = HANDWRITTEN) -> dict[str, float]:

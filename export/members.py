@@ -1,7 +1,11 @@
-"""The ensemble's member architectures: a small transformer encoder (exported to ONNX) and a TextCNN (TorchScript).
+"""The ensemble's member architectures and the profiles that choose them.
 
-Both take (input_ids, attention_mask) as int64 [batch, seq] and return class probabilities [batch, num_classes].
-Both are exactly invariant to extra padding, so a row gives the same answer whatever length it is padded to.
+Every member takes (input_ids, attention_mask) as int64 [batch, seq] in all-MiniLM-L6-v2's vocabulary (export/minilm.py)
+and returns class probabilities [batch, num_classes]. Every member is exactly invariant to extra padding, so a row
+gives the same answer whatever length it is padded to.
+- transformer (ONNX): a small encoder trained from scratch on the frozen MiniLM word embeddings (small profile), or
+  the pretrained MiniLM encoder itself with a trained head (minilm profile).
+- textcnn (TorchScript): convolutions over the frozen MiniLM word embeddings.
 """
 
 import math
@@ -23,8 +27,15 @@ class TransformerShape:
     hidden: int
     heads: int
     ffn: int
-    pad_to: int  # tokenizer length used by the text ensemble for this shape
-    pretrained: bool  # False where weights are random: a cost profile, not a classifier
+
+
+SMALL_TRANSFORMER = TransformerShape(layers=2, hidden=64, heads=4, ffn=128)
+
+
+@dataclass(frozen=True)
+class Profile:
+    pretrained_encoder: bool  # transformer: all-MiniLM-L6-v2 with a head (True) or SMALL_TRANSFORMER (False)
+    pad_to: int  # tokenizer length used by the text ensemble: what real traffic looks like
     # How the members are served: `instances` model instances of `threads` intra-op threads each. For the minilm
     # members on 2 cores, 2 x 1 thread gave more throughput at saturation and less CPU per request than 1 x 2
     # (perf/latest/tuning/minilm-*).
@@ -32,15 +43,15 @@ class TransformerShape:
     threads: int
 
 
-SHAPES = {
-    "small": TransformerShape(
-        layers=2, hidden=64, heads=4, ffn=128, pad_to=64, pretrained=True, instances=1, threads=1
-    ),
-    # MiniLM-L6-H384 shape (22 M parameters with a BERT vocabulary); random weights, used for realistic cost only.
-    "minilm": TransformerShape(
-        layers=6, hidden=384, heads=12, ffn=1536, pad_to=128, pretrained=False, instances=2, threads=1
-    ),
+PROFILES = {
+    "small": Profile(pretrained_encoder=False, pad_to=64, instances=1, threads=1),
+    "minilm": Profile(pretrained_encoder=True, pad_to=128, instances=2, threads=1),
 }
+
+
+def frozen(table: torch.Tensor) -> nn.Embedding:
+    """A pretrained embedding table that training leaves as it is."""
+    return nn.Embedding.from_pretrained(table, freeze=True)
 
 
 class EncoderLayer(nn.Module):
@@ -68,9 +79,11 @@ class EncoderLayer(nn.Module):
 
 
 class TransformerClassifier(nn.Module):
-    def __init__(self, vocab_size: int, num_classes: int, shape: TransformerShape, dropout: float = 0.1):
+    """A small post-norm encoder over frozen word embeddings (projected to its width), mean-pooled over real tokens."""
+
+    def __init__(self, embeddings: torch.Tensor, num_classes: int, shape: TransformerShape, dropout: float = 0.1):
         super().__init__()
-        self.tokens = nn.Embedding(vocab_size, shape.hidden, padding_idx=0)
+        self.tokens = nn.Sequential(frozen(embeddings), nn.Linear(embeddings.shape[1], shape.hidden, bias=False))
         self.positions = nn.Embedding(MAX_POSITIONS, shape.hidden)
         self.norm = nn.LayerNorm(shape.hidden)
         self.layers = nn.ModuleList(
@@ -91,18 +104,12 @@ class TransformerClassifier(nn.Module):
 
 
 class TextCNN(nn.Module):
-    """Kim (2014)-style CNN: parallel convolutions, max-pooled over the real tokens only."""
+    """Kim (2014)-style CNN over frozen word embeddings: parallel convolutions, max-pooled over the real tokens only."""
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_classes: int,
-        embed: int = 64,
-        channels: int = 64,
-        kernels: tuple[int, ...] = (2, 3, 4),
-    ):
+    def __init__(self, embeddings: torch.Tensor, num_classes: int, channels: int = 64, kernels=(2, 3, 4)):
         super().__init__()
-        self.tokens = nn.Embedding(vocab_size, embed, padding_idx=0)
+        self.tokens = frozen(embeddings)
+        embed = embeddings.shape[1]
         # Right-padding by k-1 zeros gives every real position a full window, so padding length never matters.
         self.convs = nn.ModuleList(nn.Conv1d(embed, channels, k) for k in kernels)
         self.pads = list(kernels)

@@ -1,5 +1,15 @@
-"""Export a user's local Hugging Face sequence-classification checkpoint as a member-compatible ONNX model."""
+"""Export a user's local Hugging Face sequence-classification checkpoint as a member-compatible ONNX model.
 
+The checkpoint's classes must be the served label set (any order: the columns are reordered to the served order),
+and it brings its own tokenizer, which decides how it is served:
+- the repository's tokenizer (same vocabulary and rules): a new model, or the next version of an ensemble member,
+  fed by the ensembles' one `tokenizer` step;
+- any other tokenizer: a new model `<name>`, its tokenizer model `<name>_tokenizer` and a text ensemble
+  `<name>_text` (TEXT -> PROBS). It can never be an ensemble member: those get the `tokenizer` model's ids.
+"""
+
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,65 +17,152 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
-from export import corpus, repository
+from export import repository
 from export.artifacts import export_onnx
-from export.configs import MemberSpec, member_config
+from export.configs import MemberSpec, member_config, parse
 from export.members import MAX_POSITIONS, CheckedInputs
 from export.train import accuracy, predict
-from python_backend.text import encode
+from export.validate import ensemble_interface, held_out, served_class_names
+from python_backend.inprocess import latest_version
+
+VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+TEXT_PAD_TO = 128  # what `<name>_tokenizer` pads to, at most the checkpoint's longest sequence
 
 
 class Probabilities(nn.Module):
-    """(input_ids, attention_mask) -> class probabilities, the interface every member has."""
+    """(input_ids, attention_mask) -> class probabilities in the served order, the interface every member has."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, order: list[int]):
         super().__init__()
         self.model = model
+        self.register_buffer("order", torch.tensor(order), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.softmax(-1)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits.softmax(-1)[:, self.order]
 
 
-def load(checkpoint: Path) -> tuple[nn.Module, int, int]:
-    """The wrapped model, its vocabulary size and longest sequence; refuses a checkpoint with other classes."""
+def column_order(names: list[str], served: list[str], checkpoint: Path) -> list[int]:
+    """For each served class, the checkpoint's column that holds it; refuses a different label set."""
+    if names == [f"LABEL_{i}" for i in range(len(names))] and len(names) == len(served):
+        print(f"{checkpoint.name}: unnamed labels LABEL_0..{len(names) - 1}, read as the served order {served}")
+        return list(range(len(served)))
+    if sorted(names) != sorted(served):
+        missing, unknown = sorted(set(served) - set(names)), sorted(set(names) - set(served))
+        raise ValueError(
+            f"{checkpoint}: labels {names} are not the served label set {served} "
+            f"(missing {missing}, unknown {unknown}); export a checkpoint fine-tuned on the served labels"
+        )
+    return [names.index(name) for name in served]
+
+
+def checkpoint_tokenizer(checkpoint: Path) -> Tokenizer:
+    """The checkpoint's own tokenizer: its tokenizer.json, or one converted by transformers from its vocab files."""
+    if (checkpoint / "tokenizer.json").exists():
+        return Tokenizer.from_file(str(checkpoint / "tokenizer.json"))
+    # Without vocabulary files transformers still builds a tokenizer: an empty one that maps every word to [UNK].
+    if not any((checkpoint / name).exists() for name in VOCABULARY_FILES):
+        raise ValueError(f"{checkpoint}: no tokenizer (tokenizer.json, or one of {', '.join(VOCABULARY_FILES)})")
+    from transformers import AutoTokenizer
+
+    try:
+        converted = AutoTokenizer.from_pretrained(checkpoint, local_files_only=True, use_fast=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"{checkpoint}: no tokenizer (tokenizer.json, or vocab files transformers can convert): {error}"
+        ) from None
+    if not converted.is_fast:
+        raise ValueError(f"{checkpoint}: its tokenizer has no fast (tokenizers) form to serve")
+    return converted.backend_tokenizer
+
+
+def same_rules(a: Tokenizer, b: Tokenizer) -> bool:
+    """Same vocabulary, normalization, splitting and special tokens: the same ids for every text."""
+
+    def rules(tok: Tokenizer) -> dict:
+        described = json.loads(tok.to_str())
+        return {key: value for key, value in described.items() if key not in ("padding", "truncation")}
+
+    return rules(a) == rules(b)
+
+
+def load(checkpoint: Path, served: list[str]) -> tuple[nn.Module, int, int]:
+    """The wrapped model, its vocabulary size and longest sequence."""
     from transformers import AutoConfig, AutoModelForSequenceClassification  # heavy: only this command needs it
 
     config = AutoConfig.from_pretrained(checkpoint, local_files_only=True)
-    if config.num_labels != len(corpus.TOPICS):
-        raise ValueError(
-            f"{checkpoint}: {config.num_labels} labels, the ensemble has {len(corpus.TOPICS)}: "
-            f"{', '.join(corpus.TOPICS)}"
-        )
     names = [config.id2label[i] for i in range(config.num_labels)]
-    if names != [f"LABEL_{i}" for i in range(config.num_labels)] and names != list(corpus.TOPICS):
-        raise ValueError(f"{checkpoint}: labels {names} are not the ensemble's classes in order {list(corpus.TOPICS)}")
+    order = column_order(names, served, checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(
         checkpoint, local_files_only=True, attn_implementation="eager"
     )
-    return Probabilities(model).eval(), config.vocab_size, min(config.max_position_embeddings, MAX_POSITIONS)
+    return Probabilities(model, order).eval(), config.vocab_size, min(config.max_position_embeddings, MAX_POSITIONS)
+
+
+def write_text_models(repo: Path, name: str, tok: Tokenizer, pad_to: int) -> None:
+    """`<name>_tokenizer` (the committed tokenizer model with this tokenizer.json) and `<name>_text` (TEXT -> PROBS)."""
+    folder = repo / f"{name}_tokenizer"
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    template = repository.COMMITTED / "tokenizer"
+    shutil.copy(template / "1" / "model.py", folder / "1" / "model.py")  # follows the link to python_backend/
+    tok.enable_truncation(max_length=pad_to)
+    tok.enable_padding(length=pad_to, pad_id=tok.padding["pad_id"] if tok.padding else 0)
+    tok.save(str(folder / "1" / "tokenizer.json"))
+    config = (template / "config.pbtxt").read_text().replace('name: "tokenizer"', f'name: "{name}_tokenizer"')
+    parse(config)
+    (folder / "config.pbtxt").write_text(config)
+    ensemble = f"""# Written by `python -m export --from-pretrained`: {name} through its own tokenizer.
+name: "{name}_text"
+platform: "ensemble"
+max_batch_size: 64
+input [ {{ name: "TEXT" data_type: TYPE_STRING dims: [ 1 ] }} ]
+output [ {{ name: "PROBS" data_type: TYPE_FP32 dims: [ -1 ] }} ]
+ensemble_scheduling {{
+  step [
+    {{
+      model_name: "{name}_tokenizer"
+      model_version: -1
+      input_map {{ key: "TEXT" value: "TEXT" }}
+      output_map {{ key: "INPUT_IDS" value: "input_ids" }}
+      output_map {{ key: "ATTENTION_MASK" value: "attention_mask" }}
+    }},
+    {{
+      model_name: "{name}"
+      model_version: -1
+      input_map {{ key: "INPUT_IDS" value: "input_ids" }}
+      input_map {{ key: "ATTENTION_MASK" value: "attention_mask" }}
+      output_map {{ key: "PROBS" value: "PROBS" }}
+    }}
+  ]
+}}
+"""
+    parse(ensemble)
+    (repo / f"{name}_text").mkdir(exist_ok=True)
+    (repo / f"{name}_text" / "1").mkdir(exist_ok=True)
+    (repo / f"{name}_text" / "config.pbtxt").write_text(ensemble)
 
 
 def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
     """Write the checkpoint as the next version of model `name` (version 1 of a new model); returns the version."""
-    model, vocab_size, max_seq_len = load(checkpoint)
+    served = served_class_names(repo)
+    tok = checkpoint_tokenizer(checkpoint)
+    shared = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
+    own_tokenizer = not same_rules(tok, shared)
+    if own_tokenizer and any(ensemble_interface(repo, name)):
+        raise ValueError(
+            f"{checkpoint}: its tokenizer is not the repository's, and '{name}' is an ensemble member, which the "
+            f"ensembles feed with the `tokenizer` model's ids; export it under a new name (served with its own "
+            f"tokenizer as '<name>_text')"
+        )
+    model, vocab_size, max_seq_len = load(checkpoint, served)
     rng = np.random.default_rng(0)
     seq = min(32, max_seq_len)
     ids = rng.integers(0, vocab_size, size=(64, seq), dtype=np.int64)
     mask = (np.arange(seq) < rng.integers(1, seq + 1, size=(64, 1))).astype(np.int64)
     samples = [(ids[:8], mask[:8]), (ids[8:9], mask[8:9]), (ids[:33, : seq // 2], mask[:33, : seq // 2]), (ids, mask)]
+    if not own_tokenizer:
+        test_ids, test_mask, labels = held_out(repo)
+        print(f"held-out accuracy of {checkpoint.name}: {accuracy(predict(model, test_ids, test_mask), labels):.4f}")
 
-    tokenizer_file = repo / "tokenizer" / "1" / "tokenizer.json"
-    if tokenizer_file.exists():
-        tok = Tokenizer.from_file(str(tokenizer_file))
-        if tok.get_vocab_size() <= vocab_size:
-            held_out = corpus.split(corpus.generate())[2]
-            test_ids, test_mask = encode(tok, np.array([c.text for c in held_out], dtype=object))
-            labels = np.array([c.label for c in held_out])
-            print(
-                f"held-out accuracy of {checkpoint.name}: {accuracy(predict(model, test_ids, test_mask), labels):.4f}"
-            )
-
-    repo.mkdir(parents=True, exist_ok=True)
     with repository.staging(repo) as stage:
         version_dir = stage / "version"
         version_dir.mkdir()
@@ -75,11 +172,14 @@ def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
             "onnxruntime_onnx",
             ("INPUT_IDS", "ATTENTION_MASK"),
             ("PROBS", "INPUT_ERRORS"),
-            len(corpus.TOPICS),
+            tuple(served),
             vocab_size,
             max_seq_len,
             warmup_seq=seq,
         )
         version = repository.install_version(version_dir, member_config(spec), repo / name)
+    if own_tokenizer:
+        write_text_models(repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
+        print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")
     print(f"wrote {name} version {version} into {repo}")
     return version

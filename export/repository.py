@@ -4,6 +4,7 @@ Everything is built in a staging folder beside the repository (same file system,
 with rename() only after its parity check passed.
 """
 
+import csv
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -14,6 +15,9 @@ COMMITTED = ROOT / "model_repository"
 COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "tokenizer", "fuse")
 # What export writes into those folders (git ignores them): a copy must not carry another run's.
 GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.pbtxt"}
+# The rows export held out from training, with their label names: deploys score candidates on them. Triton ignores
+# files at the repository's root.
+HELD_OUT = "held_out.csv"
 
 
 def prepare(repository: Path) -> None:
@@ -61,3 +65,12 @@ def install_version(staged_version: Path, config_text: str, model_dir: Path) -> 
     staged_config.replace(config)
     staged_version.rename(model_dir / str(version))
     return version
+
+
+def write_held_out(repository: Path, texts: list[str], labels: list[str]) -> None:
+    staged = repository / f".{HELD_OUT}.partial"
+    with open(staged, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(texts, labels, strict=True))
+    staged.replace(repository / HELD_OUT)

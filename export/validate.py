@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
-from export import configs, corpus
+from export import configs, datasets, repository
 from export.artifacts import ParityError, check_parity, parity_samples
 from export.train import accuracy
 from python_backend.inprocess import latest_version
@@ -32,6 +32,16 @@ class Rejected(Exception):
 
 def spec(tensor) -> Spec:
     return tensor.data_type, tuple(tensor.dims)
+
+
+def fits(have: Spec, wanted: Spec) -> bool:
+    """Same dtype and rank, and every dim the ensembles fix (not -1) is the same."""
+    (have_type, have_dims), (wanted_type, wanted_dims) = have, wanted
+    return (
+        have_type == wanted_type
+        and len(have_dims) == len(wanted_dims)
+        and all(w in (-1, h) for h, w in zip(have_dims, wanted_dims, strict=True))
+    )
 
 
 def describe(tensor_spec: Spec) -> str:
@@ -79,10 +89,29 @@ def check_interface(config: model_config_pb2.ModelConfig, repo: Path, role: str)
                 raise Rejected(
                     f"{kind} '{name}' is missing: the ensembles using {role} need it, config has {sorted(have)}"
                 )
-            if have[name] != wanted:
+            if not fits(have[name], wanted):
                 raise Rejected(f"{kind} '{name}' is {describe(have[name])}, the ensembles expect {describe(wanted)}")
     if config.max_batch_size < batch:
         raise Rejected(f"max_batch_size {config.max_batch_size} is below the ensembles' {batch}")
+    if config.backend != "python" and outputs:
+        check_label_set(config, repo)
+
+
+def served_class_names(repo: Path) -> list[str]:
+    """The label set the ensembles serve: the fuse step's, in column order."""
+    return configs.parse((repo / "fuse" / "config.pbtxt").read_text()).parameters["class_names"].string_value.split(",")
+
+
+def check_label_set(config: model_config_pb2.ModelConfig, repo: Path) -> None:
+    """A member's PROBS columns must mean the served classes, in the served order, not just be as many."""
+    served = served_class_names(repo)
+    if "class_names" not in config.parameters:
+        raise Rejected(f"config names no classes (parameter class_names); the ensembles serve {served}")
+    have = config.parameters["class_names"].string_value.split(",")
+    if have != served:
+        missing, extra = sorted(set(served) - set(have)), sorted(set(have) - set(served))
+        difference = f"missing {missing}, unknown {extra}" if missing or extra else "same names, other order"
+        raise Rejected(f"label set {have} is not the served {served}: {difference}")
 
 
 def load_runner(config: model_config_pb2.ModelConfig, version_dir: Path) -> Runner:
@@ -116,11 +145,13 @@ def row_by_row(run: Runner) -> Runner:
 
 
 def held_out(repo: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The exporter's held-out split, tokenized by the served tokenizer."""
+    """The exporter's held-out split (repository.HELD_OUT, in the served label set), tokenized by the served
+    tokenizer."""
     tokenizer = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
-    comments = corpus.split(corpus.generate())[2]
-    ids, mask = encode(tokenizer, np.array([c.text for c in comments], dtype=object))
-    return ids, mask, np.array([c.label for c in comments], dtype=np.int64)
+    rows = datasets.read_rows(repo / repository.HELD_OUT, "text", "label")
+    served = served_class_names(repo)
+    ids, mask = encode(tokenizer, np.array([text for text, _ in rows], dtype=object))
+    return ids, mask, np.array([served.index(label) for _, label in rows], dtype=np.int64)
 
 
 def score(run: Runner, ids: np.ndarray, mask: np.ndarray, labels: np.ndarray, batch: int) -> float:

@@ -14,18 +14,18 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from deploy.gpu_overlay import GPU_PLATFORMS, to_gpu
-from export.members import SHAPES
+from export.members import PROFILES as EXPORT_PROFILES
 from python_backend.inprocess import read_config
 from server.launch import ROOT
 
 BUILD = ROOT / "build" / "bench"
-PROFILES = tuple(SHAPES)  # small: the default members; minilm: a MiniLM-L6-shaped transformer (realistic cost)
+PROFILES = tuple(EXPORT_PROFILES)  # small: the default members; minilm: the pretrained all-MiniLM-L6-v2 member
 THREAD_PARAMETERS = ("intra_op_thread_count", "INTRA_OP_THREAD_COUNT")  # as export/configs.py writes them
 
 
 def for_profile(profile: str) -> Path:
     """small: the repository `make export` wrote. minilm: exported into build/ (about 50 s), then reused until its
-    shape (export/members.py) or the configs export writes (export/configs.py) change."""
+    profile or the exporter's code (export/*.py) changes."""
     if profile == "small":
         repository = ROOT / "model_repository"
         if not (repository / "transformer").exists():
@@ -33,9 +33,10 @@ def for_profile(profile: str) -> Path:
         return repository
     repository = ROOT / "build" / f"{profile}_repository"
     stamp = repository / "exported-with.txt"
-    exported_with = f"{SHAPES[profile]!r}\n{hashlib.sha1((ROOT / 'export' / 'configs.py').read_bytes()).hexdigest()}"
+    exporter = hashlib.sha1(b"".join(path.read_bytes() for path in sorted((ROOT / "export").glob("*.py"))))
+    exported_with = f"{EXPORT_PROFILES[profile]!r}\n{exporter.hexdigest()}"
     if not stamp.exists() or stamp.read_text() != exported_with:
-        print(f"exporting the {profile} profile into {repository} (once per shape)", flush=True)
+        print(f"exporting the {profile} profile into {repository} (once per profile and exporter)", flush=True)
         command = [sys.executable, "-m", "export", "--profile", profile, "--repository", str(repository)]
         subprocess.run(command, check=True, cwd=ROOT)
         stamp.write_text(exported_with)

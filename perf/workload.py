@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from export import corpus
+from export import datasets
 from python_backend.inprocess import latest_version
 from python_backend.text import encode
 
@@ -32,8 +32,7 @@ class Workload:
 
 
 def prepare(repository: Path, folder: Path) -> Workload:
-    _, _, held_out = corpus.split(corpus.generate())
-    texts = [comment.text for comment in held_out[:COMMENTS]]
+    texts = datasets.synthetic().held_out.texts[:COMMENTS]
     tokenizer = Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
     ids, mask = encode(tokenizer, np.array(texts, dtype=object))
     folder.mkdir(parents=True, exist_ok=True)

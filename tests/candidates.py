@@ -10,10 +10,11 @@ import torch
 from google.protobuf import text_format
 from onnx import numpy_helper
 
-from export import configs, corpus
+from export import configs
 from export.artifacts import export_onnx, parity_samples
 from export.configs import MemberSpec, member_config
-from export.members import MAX_POSITIONS, SHAPES, CheckedInputs, TransformerClassifier
+from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TransformerClassifier
+from export.validate import served_class_names
 from python_backend.inprocess import latest_version
 
 # Adding this to one class's logit moves every probability by up to about 10%, yet leaves the argmax (and so the
@@ -36,7 +37,7 @@ def shifted(repo: Path, model: str, destination: Path, shift: float = LOGIT_SHIF
     onnx_file, torchscript_file = folder / "1" / "model.onnx", folder / "1" / "model.pt"
     if onnx_file.exists():
         graph = onnx.load(str(onnx_file))
-        (bias,) = [t for t in graph.graph.initializer if list(t.dims) == [len(corpus.TOPICS)]]
+        (bias,) = [t for t in graph.graph.initializer if list(t.dims) == [len(served_class_names(repo))]]
         values = numpy_helper.to_array(bias).copy()
         values[0] += shift
         bias.CopyFrom(numpy_helper.from_array(values, bias.name))
@@ -67,7 +68,7 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
     """An (untrained) transformer with 5 classes; its config declares `config_says` classes."""
     vocab = configs.parse((repo / "transformer" / "config.pbtxt").read_text()).parameters["vocab_size"].string_value
     torch.manual_seed(0)
-    model = TransformerClassifier(int(vocab), 5, SHAPES["small"]).eval()
+    model = TransformerClassifier(torch.randn(int(vocab), 16), 5, SMALL_TRANSFORMER).eval()
     rng = np.random.default_rng(0)
     ids = rng.integers(1, int(vocab), size=(64, 16), dtype=np.int64)
     folder = destination / "transformer"
@@ -79,12 +80,22 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
         "onnxruntime_onnx",
         ("INPUT_IDS", "ATTENTION_MASK"),
         ("PROBS", "INPUT_ERRORS"),
-        config_says,
+        tuple(served_class_names(repo)[:config_says]),
         int(vocab),
         MAX_POSITIONS,
-        SHAPES["small"].pad_to,
+        PROFILES["small"].pad_to,
     )
     (folder / "config.pbtxt").write_text(member_config(spec))
+    return folder
+
+
+def relabelled(repo: Path, destination: Path) -> Path:
+    """The live transformer, its config claiming the served classes in another order: same shapes, other meaning."""
+    folder = copy_latest(repo, "transformer", destination)
+    config = configs.parse((folder / "config.pbtxt").read_text())
+    names = config.parameters["class_names"].string_value.split(",")
+    config.parameters["class_names"].string_value = ",".join(names[1:] + names[:1])
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder
 
 

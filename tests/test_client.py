@@ -26,11 +26,11 @@ from client.errors import (
     translate,
 )
 from client.shm import cuda_module
-from export import corpus
+from export import corpus, datasets
 from server.launch import Ports, free_ports, mapped_shm_regions, start, stop, stub_regions, wait_ready
 from tests.conftest import REPOSITORY
 
-TEXTS = [c.text for c in corpus.split(corpus.generate())[2][:100]] + ["", "ok", "прайс 💸 " * 200]
+TEXTS = datasets.synthetic().held_out.texts[:100] + ["", "ok", "прайс 💸 " * 200]
 
 
 def cuda_unavailable() -> str | None:

@@ -122,13 +122,21 @@ class TestPollMode:
 
     @pytest.mark.parametrize(
         "case",
-        ["corrupt ONNX", "wrong output shape", "wrong class count", "no warm-up", "Python model raising at load"],
+        [
+            "corrupt ONNX",
+            "wrong output shape",
+            "wrong class count",
+            "other label order",
+            "no warm-up",
+            "Python model raising at load",
+        ],
     )
     def test_broken_candidate_is_refused_and_leaves_nothing(self, repo, tmp_path, case):
         build = {
             "corrupt ONNX": lambda: candidates.corrupt_onnx(repo, tmp_path),
             "wrong output shape": lambda: candidates.five_classes(repo, tmp_path, config_says=6),
             "wrong class count": lambda: candidates.five_classes(repo, tmp_path, config_says=5),
+            "other label order": lambda: candidates.relabelled(repo, tmp_path),
             "no warm-up": lambda: candidates.without_warmup(repo, tmp_path),
             "Python model raising at load": lambda: candidates.fuse_that_raises(repo, tmp_path),
         }
@@ -136,6 +144,7 @@ class TestPollMode:
             "corrupt ONNX": "artifact does not load: .*Protobuf parsing failed",
             "wrong output shape": r"artifact returns shape \[4, 5\], its config says \[4, 6\]",
             "wrong class count": r"output 'PROBS' is TYPE_FP32 \[5\], the ensembles expect TYPE_FP32 \[6\]",
+            "other label order": r"label set \[.*\] is not the served \[.*\]: same names, other order",
             "no warm-up": "config has no model_warmup",
             "Python model raising at load": "does not load in Triton: .*this fuse candidate refuses to start",
         }

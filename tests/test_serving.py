@@ -12,11 +12,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export import corpus
+from export import datasets
 from tests.conftest import POLL_SECS
 
 OUTPUTS = ("PROBS", "LABEL", "MEMBER_PROBS")
-TEXTS = [c.text for c in corpus.split(corpus.generate())[2][:40]] + ["", "ok", "прайс 💸 " * 200]
+TEXTS = datasets.synthetic().held_out.texts[:40] + ["", "ok", "прайс 💸 " * 200]
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 
 

@@ -6,7 +6,7 @@ import torch
 
 from export import corpus
 from export.configs import MemberSpec, member_config, parse
-from export.members import SHAPES, TextCNN, TransformerClassifier
+from export.members import PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
 from python_backend.batching import run_batched
 from python_backend.errors import BadRequest
 from python_backend.fuse import labels, make_combiner, stack_members, weighted_mean
@@ -115,7 +115,10 @@ def test_fuse_rejects_bad_weights():
 @pytest.mark.parametrize("member", ["transformer", "textcnn"])
 def test_members_ignore_padding_exactly(member):
     torch.manual_seed(0)
-    model = (TransformerClassifier(50, 6, SHAPES["small"]) if member == "transformer" else TextCNN(50, 6)).eval()
+    table = torch.randn(50, 16)
+    model = (
+        TransformerClassifier(table, 6, SMALL_TRANSFORMER) if member == "transformer" else TextCNN(table, 6)
+    ).eval()
     ids = torch.randint(1, 50, (3, 10))
     mask = (torch.arange(10) < torch.tensor([[10], [4], [1]])).long()
     padded_ids = torch.cat([ids * mask, torch.zeros(3, 6, dtype=torch.long)], 1)
@@ -126,7 +129,7 @@ def test_members_ignore_padding_exactly(member):
 
 def test_member_config_parses_with_dynamic_batching_and_warmup():
     spec = MemberSpec(
-        "m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"), 6, 100, 512, 64
+        "m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"), ("a", "b"), 100, 512, 64
     )
     config = parse(member_config(spec))
     assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
@@ -135,8 +138,10 @@ def test_member_config_parses_with_dynamic_batching_and_warmup():
 
 
 def test_member_config_serves_the_shapes_instances_and_threads():
-    shape = SHAPES["minilm"]
-    spec = MemberSpec("m", "pytorch_libtorch", ("A", "B"), ("P", "E"), 6, 100, 512, 128, shape.instances, shape.threads)
+    shape = PROFILES["minilm"]
+    spec = MemberSpec(
+        "m", "pytorch_libtorch", ("A", "B"), ("P", "E"), ("a",), 100, 512, 128, shape.instances, shape.threads
+    )
     config = parse(member_config(spec))
     assert [group.count for group in config.instance_group] == [shape.instances]
     assert config.parameters["INTRA_OP_THREAD_COUNT"].string_value == str(shape.threads)
