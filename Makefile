@@ -17,8 +17,8 @@ export TRITON_SOURCE_DIR
 BENCH ?= quick
 PROFILE ?= small minilm
 
-.PHONY: install export serve test lint clean bench bench-client compose-tools gpu-overlay deploy rollback \
-        soak bench-overload reliability fuzz
+.PHONY: install export serve test lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
+        rollback soak bench-overload reliability fuzz
 
 # The native backends are cached in build/native/<hash of their inputs>: after the first build this is a quick check.
 install: $(INSTALLED)
@@ -42,7 +42,7 @@ export: $(ARTIFACTS)
 serve: install export
 	$(PY) -m server
 
-test: install export compose-tools
+test: install export compose-tools scan-tools
 	$(PY) -m pytest
 
 bench: install export
@@ -79,6 +79,21 @@ $(COMPOSE_INSTALLED): deploy/compose-requirements.txt deploy/compose-build-requi
 	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-requirements.txt
 	rm -f $(COMPOSE_VENV)/.installed-* && touch $@
 
+# checkov (pinned), the infrastructure scanner tests/test_deploy_scan.py runs; its many dependencies get their own venv.
+SCAN_VENV := build/checkov-venv
+SCAN_INSTALLED := $(SCAN_VENV)/.installed-$(shell sha1sum deploy/checkov-requirements.txt | cut -c1-12)
+
+scan-tools: $(SCAN_INSTALLED)
+
+$(SCAN_INSTALLED): deploy/checkov-requirements.txt
+	test -d $(SCAN_VENV) || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/checkov-requirements.txt
+	rm -f $(SCAN_VENV)/.installed-* && touch $@
+
+# Debian's Prometheus (installed when missing) scraping `make serve`'s metrics port, in the foreground.
+monitor: install
+	$(PY) -m deploy.monitor
+
 # The GPU variant of the repository that docker-compose's gpu profile and deploy/k8s/overlays/gpu serve.
 gpu-overlay: export
 	$(PY) -m deploy.gpu_overlay model_repository build/gpu_repository
@@ -98,4 +113,4 @@ lint: install
 clean:
 	rm -rf build model_repository.retired model_repository/transformer model_repository/textcnn \
 	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-	       model_repository/fuse/config.pbtxt
+	       model_repository/fuse/config.pbtxt model_repository/held_out.csv

@@ -25,6 +25,8 @@ import onnxruntime
 import pytriton
 import torch
 
+from server import debian
+
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "build" / "native"
 BUNDLED_LIBS = Path(pytriton.__file__).parents[1] / "nvidia_pytriton.libs"
@@ -120,14 +122,7 @@ def inputs_hash() -> str:
 
 
 def install_build_tools() -> None:
-    missing = sorted({package for path, package in DEBIAN_PACKAGES.items() if not Path(path).exists()})
-    if not missing:
-        return
-    command = f"apt-get update && apt-get install -y --no-install-recommends {' '.join(missing)}"
-    if os.geteuid() != 0:
-        sys.exit(f"building Triton's native backends needs Debian packages; run as root:\n  {command}")
-    print(f"installing build tools: {command}", flush=True)
-    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
+    debian.ensure(DEBIAN_PACKAGES, "building Triton's native backends")
 
 
 def unpack_sources(target: Path) -> None:
