@@ -7,7 +7,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat requirements*.txt | sha1sum | cut -c1-12)
 ARTIFACTS := model_repository/transformer/1/model.onnx model_repository/textcnn/1/model.pt \
              model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-             model_repository/fuse/config.pbtxt model_repository/held_out.csv
+             model_repository/fuse/config.pbtxt model_repository/held_out.csv \
+             model_repository/canary.json
 
 # Triton's native backends build from these unmodified upstream sources (server/native_backends.py); without the
 # folder, the build clones the same pinned commits.
@@ -113,4 +114,4 @@ lint: install
 clean:
 	rm -rf build model_repository.retired model_repository/transformer model_repository/textcnn \
 	       model_repository/tokenizer/1/tokenizer.json model_repository/fuse/1/stacking.npz \
-	       model_repository/fuse/config.pbtxt model_repository/held_out.csv
+	       model_repository/fuse/config.pbtxt model_repository/held_out.csv model_repository/canary.json

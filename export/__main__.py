@@ -8,18 +8,21 @@ rows and label set (CSV with a header row, or JSONL).
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from export import datasets, evaluate, minilm, repository
+from export import canary, datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_torchscript, parity_samples
 from export.configs import MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
 from export.train import accuracy, fit, fit_stacking, predict, seed_everything
+from export.validate import MAX_DROP, MIN_ACCURACY, Rejected
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.text import encode
+from server.probe import CANARY_FILE
 
 ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))
 # The libtorch backend's convention: <name>__<index>, in forward()'s argument and result order.
@@ -111,6 +114,8 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         f"into {repo}"
         f" in {time.monotonic() - started:.1f} s"
     )
+    canary_labels = canary.write(repo, data.held_out.texts, data.held_out.labels)
+    print(f"wrote {CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")
     if evaluate.covers(data.class_names):
         print(f"accuracy on the hand-written comments ({evaluate.HANDWRITTEN.name}), as served:")
         for name, score in evaluate.accuracies(repo).items():
@@ -134,13 +139,22 @@ def main() -> None:
         help="a local Hugging Face sequence-classification checkpoint to add as a model",
     )
     parser.add_argument("--name", help="model name for --from-pretrained: a new model, or the next version of one")
+    parser.add_argument(
+        "--min-accuracy", type=float, default=MIN_ACCURACY, help="--from-pretrained of a member: the deploy gate"
+    )
+    parser.add_argument(
+        "--max-drop", type=float, default=MAX_DROP, help="--from-pretrained of a member: the deploy gate"
+    )
     args = parser.parse_args()
     if args.from_pretrained:
         if not args.name:
             parser.error("--from-pretrained needs --name")
         from export.pretrained import export_pretrained
 
-        export_pretrained(args.from_pretrained, args.name, args.repository)
+        try:
+            export_pretrained(args.from_pretrained, args.name, args.repository, args.min_accuracy, args.max_drop)
+        except (ValueError, Rejected) as error:
+            sys.exit(f"--from-pretrained {args.from_pretrained}: refused: {error}")
     else:
         try:
             data = (

@@ -20,9 +20,10 @@ from torch import nn
 from export import repository
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config, parse
+from export.deploy import deploy
 from export.members import MAX_POSITIONS, CheckedInputs
 from export.train import accuracy, predict
-from export.validate import ensemble_interface, held_out, served_class_names
+from export.validate import MAX_DROP, MIN_ACCURACY, ensemble_interface, held_out, served_class_names
 from python_backend.inprocess import latest_version
 
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
@@ -141,13 +142,20 @@ ensemble_scheduling {{
     (repo / f"{name}_text" / "config.pbtxt").write_text(ensemble)
 
 
-def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
-    """Write the checkpoint as the next version of model `name` (version 1 of a new model); returns the version."""
+def export_pretrained(
+    checkpoint: Path, name: str, repo: Path, min_accuracy: float = MIN_ACCURACY, max_drop: float = MAX_DROP
+) -> int:
+    """Write the checkpoint as the next version of model `name` (version 1 of a new model); returns the version.
+
+    A new version of an ensemble member goes live through export/deploy.py, with every check a deploy makes
+    (interface, label set, parity, the accuracy gate `min_accuracy` / `max_drop`); a new model is added as it is.
+    """
     served = served_class_names(repo)
     tok = checkpoint_tokenizer(checkpoint)
     shared = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
     own_tokenizer = not same_rules(tok, shared)
-    if own_tokenizer and any(ensemble_interface(repo, name)):
+    member = any(ensemble_interface(repo, name))
+    if own_tokenizer and member:
         raise ValueError(
             f"{checkpoint}: its tokenizer is not the repository's, and '{name}' is an ensemble member, which the "
             f"ensembles feed with the `tokenizer` model's ids; export it under a new name (served with its own "
@@ -164,8 +172,8 @@ def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
         print(f"held-out accuracy of {checkpoint.name}: {accuracy(predict(model, test_ids, test_mask), labels):.4f}")
 
     with repository.staging(repo) as stage:
-        version_dir = stage / "version"
-        version_dir.mkdir()
+        version_dir = stage / name / "1"
+        version_dir.mkdir(parents=True)
         export_onnx(CheckedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
         spec = MemberSpec(
             name,
@@ -177,7 +185,11 @@ def export_pretrained(checkpoint: Path, name: str, repo: Path) -> int:
             max_seq_len,
             warmup_seq=seq,
         )
-        version = repository.install_version(version_dir, member_config(spec), repo / name)
+        (stage / name / "config.pbtxt").write_text(member_config(spec))
+        if member:
+            version = deploy(repo, name, stage / name, min_accuracy=min_accuracy, max_drop=max_drop)
+        else:
+            version = repository.install_version(version_dir, member_config(spec), repo / name)
     if own_tokenizer:
         write_text_models(repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
         print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")

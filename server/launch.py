@@ -5,10 +5,12 @@ sources. The backend directory prepared here holds the Python backend (with the 
 native onnxruntime/ and pytorch/ backends, as in NVIDIA's container.
 """
 
+import ctypes
 import os
 import py_compile
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +33,7 @@ STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 # Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.
 # Inference, health, metadata, model config and statistics stay open.
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
+EXIT_TIMEOUT_SECS = 5
 ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,}")  # no ':', '=' or ',' (the flag's separators); not guessable
 
 
@@ -160,6 +163,9 @@ def command(
         f"--metrics-address={bind}",
         f"--metrics-port={ports.metrics}",
         *model_control_args(model_control, poll_secs),
+        # How long a stopping server waits for in-flight requests before it exits anyway (default 30 s): bounded
+        # well inside a container's 10 s grace period, also when it stops on its own (its launcher died).
+        f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
         "--log-info=true",
     ]
     return argv + (restriction_flags(admin_key) if admin_key else [])
@@ -185,6 +191,18 @@ def start(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def stop_with_parent() -> None:
+    """preexec_fn of tritonserver: the kernel sends it SIGTERM when the process that started it dies, however that
+    process died (SIGKILL after a container's grace period included), so a server never outlives its launcher.
+    SIGTERM, not SIGKILL: tritonserver then unloads its models, which stops their stubs and removes their regions,
+    within --exit-timeout-secs."""
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def wait_http_ready(process: subprocess.Popen, url: str, what: str, timeout: float = 120) -> None:
@@ -216,6 +234,19 @@ def mapped_shm_regions(pid: int) -> set[Path]:
 def stub_regions(pid: int) -> set[Path]:
     """The Python-backend regions a tritonserver maps (not the clients' registered ones, which belong to them)."""
     return {path for path in mapped_shm_regions(pid) if STUB_REGION.match(path.name)}
+
+
+def orphaned_stub_regions(pid: int) -> set[Path]:
+    """The stub regions a tritonserver maps that no running stub of it was started with (a stub's third argument
+    names its region): a killed stub's region, which tritonserver 2.51 keeps mapped and never removes."""
+    started_with = set()
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            started_with.update(arg.decode(errors="replace") for arg in argv[2:3])
+    except OSError:
+        return set()
+    return {path for path in stub_regions(pid) if path.name not in started_with}
 
 
 def stop(process: subprocess.Popen, timeout: float = 30) -> set[Path]:

@@ -1,11 +1,15 @@
-"""Readiness that tells the truth: a canary inference through both ensembles, with a bounded time.
+"""Readiness that tells the truth: canary inferences through every ensemble, with checked answers, in bounded time.
 
 tritonserver 2.51 keeps answering ready on /v2/health/ready and /v2/models/<m>/ready after a Python-backend stub
-died, while every request to that model fails ("Stub process 'fuse_0' is not healthy"). A canary through
-`feedback_text` (tokenizer, transformer, textcnn, fuse) and `feedback` (the same members and fuse) uses
-every model, so it fails exactly when some model cannot serve.
+died, while every request to that model fails ("Stub process 'fuse_0' is not healthy"). The canaries go through
+`feedback_text` (tokenizer, members, fuse), `feedback`, `feedback_routed` (the router, then `feedback`) and, for
+every tenant listed in tenants.json (re-read at each probe), `feedback_routed` with that TENANT (the tenant's own
+ensemble and models): together they use every model, so the probe fails exactly when some model cannot serve.
+An answer must also be right: the canary comments' labels must be the ones export recorded for them
+(canary.json in the repository), so a model that serves wrong answers fails too. A tenant's models answer
+differently by design: their rows must only be probabilities.
 
-    python -m server.probe [--url http://127.0.0.1:8000] [--timeout 3]    # exit 0 ready, 1 not ready
+    python -m server.probe [--url http://127.0.0.1:8000] [--repository DIR] [--timeout 3]  # exit 0 ready, 1 not
 
 Standard library only (JSON over HTTP), so it runs as an exec probe in any image that has python3.
 """
@@ -20,21 +24,18 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
-# Ids 5..9 lie inside any vocabulary the exporter writes (it keeps the first ids for special tokens).
-CANARIES = {
-    "feedback_text": [{"name": "TEXT", "datatype": "BYTES", "shape": [1, 1], "data": ["the invoice charged me twice"]}],
-    "feedback": [
-        {"name": "INPUT_IDS", "datatype": "INT64", "shape": [1, 5], "data": [5, 6, 7, 8, 9]},
-        {"name": "ATTENTION_MASK", "datatype": "INT64", "shape": [1, 5], "data": [1, 1, 1, 1, 1]},
-    ],
-}
+# Beside this file's folder as in the repository and in the image (/srv/feedback); MODEL_REPOSITORY overrides.
+REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY") or Path(__file__).resolve().parents[1] / "model_repository")
+CANARY_FILE = "canary.json"  # written by export: texts, their token ids and mask, and the labels served for them
+TENANTS_FILE = "tenants.json"  # python_backend/tenants.py's mapping (the probe cannot import it: stdlib only)
 UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)(?:_\d+)+' is not healthy")  # instance <model>_<group>_<n>
 
 
 @dataclass(frozen=True)
 class Check:
-    model: str
+    model: str  # the canary's name: the model called, and the tenant if any
     ok: bool
     seconds: float
     error: str = ""
@@ -46,23 +47,72 @@ class Check:
         return found["model"] if found else None
 
 
-def canary(url: str, model: str, timeout: float) -> Check:
-    body = json.dumps({"inputs": CANARIES[model], "outputs": [{"name": "PROBS"}]}).encode()
+@dataclass(frozen=True)
+class Canary:
+    name: str
+    model: str
+    inputs: list[dict]
+    labels: list[str] | None  # the right answers, or None where only well-formed probabilities are checked
+
+
+def tensor(name: str, datatype: str, rows: list) -> dict:
+    shape = [len(rows), len(rows[0]) if isinstance(rows[0], list) else 1]
+    data = [value for row in rows for value in (row if isinstance(row, list) else [row])]
+    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def canaries(repository: Path) -> list[Canary]:
+    recorded = json.loads((repository / CANARY_FILE).read_text())
+    ids = [
+        tensor("INPUT_IDS", "INT64", recorded["input_ids"]),
+        tensor("ATTENTION_MASK", "INT64", recorded["attention_mask"]),
+    ]
+    labels = recorded["labels"]
+    found = [
+        Canary("feedback_text", "feedback_text", [tensor("TEXT", "BYTES", recorded["texts"])], labels),
+        Canary("feedback", "feedback", ids, labels),
+        Canary("feedback_routed", "feedback_routed", ids, labels),
+    ]
+    try:
+        tenants = sorted(json.loads((repository / TENANTS_FILE).read_text()))
+    except FileNotFoundError:
+        tenants = []
+    for tenant in tenants:
+        routed = ids + [tensor("TENANT", "BYTES", [tenant] * len(labels))]
+        found.append(Canary(f"feedback_routed (tenant {tenant})", "feedback_routed", routed, None))
+    return found
+
+
+def wrong_answer(outputs: dict[str, dict], expected: list[str] | None) -> str:
+    """Why an answer is wrong, or "" when it is right."""
+    probs, rows = outputs["PROBS"]["data"], outputs["PROBS"]["shape"][0]
+    width = len(probs) // max(rows, 1)
+    for row in range(rows):
+        total = sum(probs[row * width : (row + 1) * width])
+        if abs(total - 1) > 1e-3:
+            return f"PROBS row {row} sums to {total:.4f}, not 1"
+    if expected is not None and outputs["LABEL"]["data"] != expected:
+        return f"LABEL {outputs['LABEL']['data']}, the canary comments' labels are {expected}"
+    return ""
+
+
+def canary(url: str, check: Canary, timeout: float) -> Check:
+    outputs = [{"name": "PROBS"}, {"name": "LABEL"}]
+    body = json.dumps({"inputs": check.inputs, "outputs": outputs}).encode()
     request = urllib.request.Request(
-        f"{url}/v2/models/{model}/infer", data=body, headers={"Content-Type": "application/json"}
+        f"{url}/v2/models/{check.model}/infer", data=body, headers={"Content-Type": "application/json"}
     )
     start = time.monotonic()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
-            (probs,) = json.load(answer)["outputs"]
-        if abs(sum(probs["data"]) - 1) > 1e-3:
-            return Check(model, False, time.monotonic() - start, f"PROBS do not sum to 1: {probs['data']}")
-        return Check(model, True, time.monotonic() - start)
+            named = {output["name"]: output for output in json.load(answer)["outputs"]}
+        error = wrong_answer(named, check.labels)
+        return Check(check.name, not error, time.monotonic() - start, error)
     except urllib.error.HTTPError as error:
         message = error.read().decode(errors="replace")
-        return Check(model, False, time.monotonic() - start, f"HTTP {error.code}: {message}")
+        return Check(check.name, False, time.monotonic() - start, f"HTTP {error.code}: {message}")
     except (OSError, ValueError, KeyError) as error:  # refused, timed out, or an answer that is not inference JSON
-        return Check(model, False, time.monotonic() - start, f"{type(error).__name__}: {error}")
+        return Check(check.name, False, time.monotonic() - start, f"{type(error).__name__}: {error}")
 
 
 def server_ready(url: str, timeout: float) -> bool:
@@ -74,19 +124,24 @@ def server_ready(url: str, timeout: float) -> bool:
         return False
 
 
-def probe(url: str, timeout: float = 3.0) -> list[Check]:
-    """Both canaries at once, so the whole probe takes at most about `timeout` seconds."""
-    with ThreadPoolExecutor(len(CANARIES)) as pool:
-        return list(pool.map(lambda model: canary(url, model, timeout), CANARIES))
+def probe(url: str, timeout: float = 3.0, repository: Path = REPOSITORY) -> list[Check]:
+    """Every canary at once, so the whole probe takes at most about `timeout` seconds."""
+    try:
+        checks = canaries(repository)
+    except (OSError, ValueError, KeyError) as error:
+        return [Check("canary.json", False, 0.0, f"no canary in {repository}: {error}")]
+    with ThreadPoolExecutor(len(checks)) as pool:
+        return list(pool.map(lambda check: canary(url, check, timeout), checks))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_url = f"http://127.0.0.1:{os.environ.get('HTTP_PORT', 8000)}"
     parser.add_argument("--url", default=default_url, help=f"the server's HTTP address (default {default_url})")
+    parser.add_argument("--repository", type=Path, default=REPOSITORY, help=f"default {REPOSITORY}")
     parser.add_argument("--timeout", type=float, default=3.0, help="seconds each canary may take (default 3)")
     args = parser.parse_args(argv)
-    checks = probe(args.url.rstrip("/"), args.timeout)
+    checks = probe(args.url.rstrip("/"), args.timeout, args.repository)
     for check in checks:
         print(f"{check.model}: {'ok' if check.ok else 'FAILED'} in {check.seconds:.3f} s {check.error}".rstrip())
     sys.exit(0 if all(check.ok for check in checks) else 1)

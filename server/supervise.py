@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from server import probe
-from server.launch import Ports, stop, stub_regions
+from server.launch import Ports, orphaned_stub_regions, stop, stop_with_parent, stub_regions
 
 
 class Supervisor:
@@ -51,15 +51,22 @@ class Supervisor:
         self.failed_starts = 0  # starts in a row that exited before they were ready
         self.regions: set[Path] = set()
         self.healing: dict[str, float] = {}  # model -> when its reload was asked for
+        self.orphans: set[Path] = set()  # regions without a stub when a heal began: the dead stubs' regions
 
     def say(self, message: str) -> None:
         print(f"supervisor: {message}", flush=True)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=stop_with_parent,
         )
         self.healing.clear()
+        self.orphans.clear()
         self.ready = False
         self.say(f"tritonserver started, pid {self.process.pid}")
 
@@ -73,7 +80,7 @@ class Supervisor:
     def reap(self) -> None:
         """Wait for tritonserver to exit, then remove the stub regions it left: a killed server leaves all of
         them, and one that healed a model keeps the dead stub's model loaded, so at shutdown it waits its exit
-        timeout (30 s) and leaves that model's regions."""
+        timeout (--exit-timeout-secs) and leaves that model's regions."""
         self.process.wait()
         for region in self.regions:
             region.unlink(missing_ok=True)
@@ -88,6 +95,7 @@ class Supervisor:
                 self.restart(f"{model} not back {self.heal_timeout:.0f} s after its reload was asked for")
             return
         self.healing[model] = time.monotonic()
+        self.orphans |= orphaned_stub_regions(self.process.pid)
         try:
             for version in (self.repository / model).iterdir():
                 if version.name.isdigit():
@@ -95,6 +103,19 @@ class Supervisor:
         except OSError as error:
             return self.restart(f"cannot ask {model} to reload ({error})")
         self.say(f"{model}: stub not healthy, reloading it")
+
+    def remove_dead_stub_regions(self) -> None:
+        """Once healed, the dead stubs' regions: still without a stub now (not a model that was loading when the
+        heal began), so nothing will open them again. Removed here, they cannot outlive a supervisor that is then
+        killed (its tritonserver, stopping by itself, would leave them)."""
+        if not self.orphans:
+            return
+        dead = self.orphans & orphaned_stub_regions(self.process.pid)
+        for region in dead:
+            region.unlink(missing_ok=True)
+        self.orphans.clear()
+        if dead:
+            self.say(f"removed {len(dead)} dead stub region(s) from /dev/shm")
 
     def exited(self) -> None:
         """A server that ran and died is restarted at once; one that never came up, after a growing back-off, and
@@ -125,11 +146,12 @@ class Supervisor:
                 return  # still loading: its models are checked once it says ready
             self.ready = True
             self.say("tritonserver is ready")
-        checks = probe.probe(self.url, self.probe_timeout)
+        checks = probe.probe(self.url, self.probe_timeout, self.repository)
         if all(check.ok for check in checks):
             for model, asked in self.healing.items():
                 self.say(f"{model}: serving again {time.monotonic() - asked:.1f} s after its reload was asked for")
             self.healing.clear()
+            self.remove_dead_stub_regions()
         for model in {check.broken_model for check in checks} - {None}:
             self.heal(model)
 

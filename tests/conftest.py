@@ -39,7 +39,7 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
     """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone.
 
     refusals_leak: the test makes the server refuse requests inside an ensemble (full queue). tritonserver 2.51 then
-    counts them as in flight forever, so shutdown waits its 30 s exit timeout and leaves the stubs' regions (stop()
+    counts them as in flight forever, so shutdown waits its exit timeout and leaves the stubs' regions (stop()
     removes them); the clients' regions must still be gone.
     """
     ports = Ports(*free_ports(3))

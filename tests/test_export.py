@@ -11,7 +11,7 @@ import export.__main__ as export_cli
 from export import artifacts, corpus, datasets
 from export.artifacts import ParityError
 from export.pretrained import export_pretrained
-from export.validate import served_class_names
+from export.validate import Rejected, served_class_names
 from tests.conftest import REPOSITORY, repository_copy, run_server
 
 
@@ -66,21 +66,25 @@ def served():
     return served_class_names(REPOSITORY)
 
 
-@pytest.mark.parametrize("case", ["other labels", "no tokenizer", "own tokenizer as a member"])
+@pytest.mark.parametrize(
+    "case", ["other labels", "no tokenizer", "own tokenizer as a member", "member below the accuracy gate"]
+)
 def test_checkpoint_that_cannot_be_served_faithfully_is_refused(tmp_path, served, case):
     labels, tokenizer, name = {
         "other labels": (served[:3], "shared", "mine"),
         "no tokenizer": (served, "none", "mine"),
         "own tokenizer as a member": (served, "own", "transformer"),
+        "member below the accuracy gate": (served, "shared", "transformer"),  # random weights: about 1 in 6
     }[case]
     reason = {
         "other labels": r"are not the served label set .* \(missing \[.*\], unknown \[\]\)",
         "no tokenizer": "no tokenizer",
         "own tokenizer as a member": "its tokenizer is not the repository's, and 'transformer' is an ensemble member",
+        "member below the accuracy gate": r"held-out accuracy 0\.\d+ is below the threshold 0\.9",
     }[case]
     repo = repository_copy(tmp_path / "repo")
     before = sorted(repo.rglob("*"))
-    with pytest.raises(ValueError, match=reason):
+    with pytest.raises((ValueError, Rejected), match=reason):
         export_pretrained(tiny_checkpoint(tmp_path / "ckpt", labels, tokenizer), name, repo)
     assert sorted(repo.rglob("*")) == before
 
@@ -100,7 +104,9 @@ def test_from_pretrained_is_served_as_a_new_model_and_as_a_new_member_version(tm
     checkpoint = tiny_checkpoint(tmp_path / "ckpt", served[::-1], "shared")
     repo = repository_copy(tmp_path / "repo")
     assert export_pretrained(checkpoint, "my_bert", repo) == 1
-    assert export_pretrained(checkpoint, "transformer", repo) == 2  # replaces the ensemble's transformer member
+    # The next version of the ensemble's transformer member, through deploy's checks; random weights need the
+    # accuracy gate opened explicitly.
+    assert export_pretrained(checkpoint, "transformer", repo, min_accuracy=0.0, max_drop=1.0) == 2
 
     ids, mask = reference.tokenize([c.text for c in corpus.generate(16)])
     expected = eager_probabilities(checkpoint, ids, mask, served)

@@ -8,6 +8,7 @@ reliability table quotes them from a run.
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,11 +20,11 @@ import pytest
 from export import corpus
 from server import probe
 from server.launch import ROOT, Ports, stub_regions
-from tests.conftest import free_ports, repository_copy
+from tests.conftest import free_ports, repository_copy, run_server
 
-# fuse in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each on 2 cores.
+# fuse and the router in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each.
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
-MODELS = ["fuse"] + [
+MODELS = ["fuse", "feedback_routed"] + [
     pytest.param(model, marks=pytest.mark.skipif(not FULL, reason="every stub: make reliability"))
     for model in ("tokenizer",)
 ]
@@ -155,3 +156,17 @@ def test_killed_server_is_restarted_while_a_bulk_run_loses_nothing(supervised, c
     assert supervised.triton_pid() != triton
     assert not [r for r in regions if r.exists()], "the killed server's stub regions were not removed"
     print(f"\nkill -9 tritonserver: probe false after {down:.1f} s, serving again after {back:.1f} s")
+
+
+def test_probe_fails_a_server_that_answers_wrongly(tmp_path):
+    """Every model loads and answers well-formed probabilities, but fuse's classes are in the wrong order: the
+    canary comments get wrong labels, and the probe must say so, not only that rows sum to 1."""
+    repository = repository_copy(tmp_path / "repository")
+    config = repository / "fuse" / "config.pbtxt"
+    names = re.search(r'key: "class_names" value: \{ string_value: "([^"]+)"', config.read_text())[1]
+    config.write_text(config.read_text().replace(names, ",".join(reversed(names.split(",")))))
+    for server in run_server(repository, tmp_path / "server.log"):
+        checks = {check.model: check for check in probe.probe(f"http://{server.http_url}", repository=repository)}
+    assert {"feedback_text", "feedback", "feedback_routed"} <= set(checks)
+    for check in checks.values():
+        assert not check.ok and "the canary comments' labels are" in check.error, check

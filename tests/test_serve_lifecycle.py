@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from server.launch import ROOT, Ports, stub_regions
+from server.launch import ROOT, Ports, orphaned_stub_regions, stub_regions
 from server.supervise import Supervisor
 from tests.conftest import repository_copy
 from tests.test_recovery import Supervised
@@ -102,6 +102,50 @@ def test_a_signal_at_any_moment_stops_everything(repository, tmp_path, cycle):
     assert server.process.returncode == 0, f"exit code {server.process.returncode} (log: {server.log})"
     assert not [pid for pid in tritons | stubs if alive(pid)], f"processes left (log: {server.log})"
     assert not [region for region in regions if region.exists()], "stub regions left in /dev/shm"
+
+
+@pytest.mark.parametrize("moment", ["idle", "under load", "after a heal"])
+def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, moment):
+    """SIGKILL, as a container runtime sends after its grace period, gives the supervisor no chance to stop
+    anything: tritonserver gets SIGTERM from the kernel when its parent dies (PR_SET_PDEATHSIG) and stops itself,
+    stubs and regions included, within its exit timeout."""
+    server = Supervised(repository, tmp_path / "server.log")
+    stop_load = threading.Event()
+    triton, stubs, regions = 0, [], set()  # no /proc/0: nothing to clean up if the start failed
+    try:
+        server.wait(ready=True)
+        triton = server.triton_pid()
+        if moment == "under load":
+            threading.Thread(target=load, args=(f"127.0.0.1:{server.ports.grpc}", stop_load), daemon=True).start()
+            time.sleep(1.0)
+        elif moment == "after a heal":
+            os.kill(server.stub_pid("fuse"), signal.SIGKILL)
+            server.wait(ready=False)
+            server.wait(ready=True)
+            deadline = time.monotonic() + 30  # tritonserver keeps the dead stub's region: the supervisor removes it
+            while any(region.exists() for region in orphaned_stub_regions(triton)):
+                assert time.monotonic() < deadline, f"the dead stub's region is still there (log: {server.log})"
+                time.sleep(0.2)
+        stubs, regions = children(triton), stub_regions(triton)
+        killed = time.monotonic()
+        server.process.kill()
+        server.process.wait()
+        while alive(triton) and time.monotonic() - killed < STOP_WITHIN:
+            time.sleep(0.1)
+        took = time.monotonic() - killed
+        left = [pid for pid in [triton, *stubs] if alive(pid)]
+    finally:
+        stop_load.set()
+        server.process.kill()
+        regions |= stub_regions(triton)  # (none once it has stopped) a failed test's server is cleaned up too
+        for pid in [triton, *stubs, *children(triton)]:
+            os.kill(pid, signal.SIGKILL) if alive(pid) else None
+        leftover_regions = [region for region in regions if region.exists()]
+        for region in leftover_regions:
+            region.unlink()
+    print(f"\nsupervisor killed while {moment}: tritonserver gone {took:.1f} s later")
+    assert not left, f"processes outlived their supervisor by {STOP_WITHIN} s (log: {server.log})"
+    assert not leftover_regions, f"stub regions left in /dev/shm: {leftover_regions}"
 
 
 def test_second_start_on_busy_ports_fails_fast_and_leaves_the_first_serving(server):

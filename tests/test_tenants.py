@@ -15,6 +15,7 @@ from export.deploy import deploy
 from export.validate import Rejected, held_out
 from python_backend.errors import BadRequest
 from python_backend.tenants import MAPPING, TenantTable, check_tenant
+from server import probe
 from tests import candidates
 from tests.conftest import REPOSITORY, run_server
 from tests.test_deploy import LOAD_ROWS, TRANSFORMER_COLUMN, answers, copy_repository
@@ -114,6 +115,12 @@ def test_each_tenant_gets_its_own_model_concurrently(server, tenants):
         for model in ("transformer__acme", "transformer__globex"):  # Triton's own per-model counts show who served
             (stats,) = client.get_inference_statistics(model)["model_stats"]
             assert stats["inference_count"] >= 2 * REQUESTS * LOAD_ROWS, stats
+
+
+def test_probe_covers_the_router_and_every_tenant(server, repo, tenants):
+    checks = {check.model: check for check in probe.probe(f"http://{server.http_url}", repository=repo)}
+    assert {"feedback_routed", "feedback_routed (tenant acme)", "feedback_routed (tenant globex)"} <= set(checks)
+    assert all(check.ok for check in checks.values()), checks
 
 
 def test_malformed_tenant_id_gets_a_clear_error(server, tenants):

@@ -177,3 +177,31 @@ def test_stacking_combiner_reads_what_export_fitted(tmp_path):
     assert (probs.argmax(1) == truth).mean() == 1.0  # it learned to follow the reliable member
     with pytest.raises(ValueError, match="fitted on"):
         make_combiner(["good", "noise"], {"combiner": "stacking"}, str(tmp_path))
+
+
+def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
+    import json
+
+    from server import probe
+
+    canary = {
+        "texts": ["a", "b"],
+        "input_ids": [[5, 6], [7, 8]],
+        "attention_mask": [[1, 1], [1, 0]],
+        "labels": ["x", "y"],
+    }
+    (tmp_path / probe.CANARY_FILE).write_text(json.dumps(canary))
+    assert [c.name for c in probe.canaries(tmp_path)] == ["feedback_text", "feedback", "feedback_routed"]
+    (tmp_path / probe.TENANTS_FILE).write_text(json.dumps({"acme": ["transformer"]}))
+    checks = probe.canaries(tmp_path)
+    assert checks[-1].name == "feedback_routed (tenant acme)" and checks[-1].labels is None
+    assert checks[-1].inputs[-1] == {"name": "TENANT", "datatype": "BYTES", "shape": [2, 1], "data": ["acme"] * 2}
+    assert checks[1].inputs[0] == {"name": "INPUT_IDS", "datatype": "INT64", "shape": [2, 2], "data": [5, 6, 7, 8]}
+
+    def outputs(probs, labels):
+        return {"PROBS": {"shape": [2, 2], "data": probs}, "LABEL": {"shape": [2, 1], "data": labels}}
+
+    assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["x", "y"]), ["x", "y"]) == ""
+    assert "labels are ['x', 'y']" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), ["x", "y"])
+    assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), None)
+    assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), None) == ""  # a tenant: probabilities only

@@ -1,0 +1,36 @@
+"""canary.json: a few comments, their token ids and the labels the exported ensemble gives them, for the readiness
+probe (server/probe.py), which fails when a served answer differs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from python_backend.inprocess import InProcessEnsemble
+from server.probe import CANARY_FILE
+
+ROWS = 4  # comments of different classes: a model that mixes up classes fails, and the probe stays cheap
+
+
+def write(repo: Path, texts: list[str], labels: np.ndarray) -> list[str]:
+    """From labelled comments, for each class in turn (up to ROWS), the one the served ensemble gets right with
+    the most confidence, so a correct server never misses it by rounding. Returns the chosen labels."""
+    ensemble = InProcessEnsemble(repo)
+    probs = ensemble.classify(texts)["PROBS"]
+    chosen = []
+    for label in range(probs.shape[1]):
+        right = np.flatnonzero((labels == label) & (probs.argmax(1) == label))
+        if len(right):
+            chosen.append(int(right[probs[right, label].argmax()]))
+        if len(chosen) == ROWS:
+            break
+    if not chosen:
+        raise ValueError("the ensemble gets none of the held-out comments right: no canary can be made")
+    rows = [texts[index] for index in chosen]
+    ids, mask = ensemble.tokenize(rows)
+    names = [ensemble.fuse.class_names[int(probs[index].argmax())] for index in chosen]
+    canary = {"texts": rows, "input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": names}
+    staged = repo / f".{CANARY_FILE}.partial"
+    staged.write_text(json.dumps(canary) + "\n")
+    staged.replace(repo / CANARY_FILE)
+    return names
