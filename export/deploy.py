@@ -134,13 +134,18 @@ def deploy(
         live = live_dir / str(versions(live_dir)[-1]) if versions(live_dir) else None
         report = validate(repo, model, stage, staged, config, live, (min_accuracy, max_drop))
         version = repository.install_version(staged, config_text, model_dir)
-        ensembles = register_tenant(repo, tenant, model) if tenant else []
+        ensembles = register_tenant(repo, tenant, model) if tenant else []  # [(name, config before or None)]
     print(f"deployed {name} version {version}: {report}")
     if server:
         try:
-            make_live(server, [(name, version)] + [(ensemble, None) for ensemble in ensembles], admin_key)
-        except (InferenceServerException, TimeoutError) as error:
-            retire(repo, name, [version])
+            make_live(server, [(name, version)] + [(ensemble, None) for ensemble, _ in ensembles], admin_key)
+        except (InferenceServerException, TimeoutError, OSError) as error:  # OSError: the server is unreachable
+            with locked(repo):
+                retire(repo, name, [version])
+                if not versions(model_dir):  # a new model: its folder goes too (the version keeps its config)
+                    (model_dir / "config.pbtxt").unlink()
+                    model_dir.rmdir()
+                unregister_tenant(repo, ensembles)
             raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
     if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
         with locked(repo), repository.staging(repo) as stage:
@@ -151,9 +156,10 @@ def deploy(
     return version
 
 
-def register_tenant(repo: Path, tenant: str, member: str) -> list[str]:
+def register_tenant(repo: Path, tenant: str, member: str) -> list[tuple[str, str | None]]:
     """Write `<ensemble>__<tenant>` for each default ensemble that runs `member` or another of the tenant's custom
-    members, with those steps pointing at the tenant's models; returns the ensembles' names."""
+    members, with those steps pointing at the tenant's models; returns each ensemble's name and the config it had
+    before (None for a new one), for unregister_tenant."""
     custom = set(read_mapping(repo / MAPPING).get(tenant, [])) | {member}
     written = []
     with repository.staging(repo) as stage:
@@ -168,11 +174,25 @@ def register_tenant(repo: Path, tenant: str, member: str) -> list[str]:
             (folder / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
             (folder / "config.pbtxt").write_text(text_format.MessageToString(ensemble))
             if (repo / ensemble.name).exists():
+                before = (repo / ensemble.name / "config.pbtxt").read_text()
                 (folder / "config.pbtxt").replace(repo / ensemble.name / "config.pbtxt")
             else:
+                before = None
                 folder.rename(repo / ensemble.name)
-            written.append(ensemble.name)
+            written.append((ensemble.name, before))
     return written
+
+
+def unregister_tenant(repo: Path, ensembles: list[tuple[str, str | None]]) -> None:
+    """Undo register_tenant: a new ensemble goes (beside the repository first, then away), a changed one gets its
+    config back; either way no ensemble is left pointing at a version that was moved out."""
+    with repository.staging(repo) as stage:
+        for name, before in ensembles:
+            if before is None:
+                (repo / name).rename(stage / name)
+            else:
+                (stage / "config.pbtxt").write_text(before)
+                (stage / "config.pbtxt").replace(repo / name / "config.pbtxt")
 
 
 def retire(repo: Path, model: str, numbers: list[int]) -> None:

@@ -99,10 +99,11 @@ def load(checkpoint: Path, served: list[str]) -> tuple[nn.Module, int, int]:
     return Probabilities(model, order).eval(), config.vocab_size, min(config.max_position_embeddings, MAX_POSITIONS)
 
 
-def write_text_models(repo: Path, name: str, tok: Tokenizer, pad_to: int) -> None:
-    """`<name>_tokenizer` (the committed tokenizer model with this tokenizer.json) and `<name>_text` (TEXT -> PROBS)."""
-    folder = repo / f"{name}_tokenizer"
-    (folder / "1").mkdir(parents=True, exist_ok=True)
+def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, pad_to: int) -> None:
+    """`<name>_tokenizer` (the committed tokenizer model with this tokenizer.json) and `<name>_text` (TEXT -> PROBS),
+    written in `stage` and moved into the repository whole, the tokenizer before the ensemble that uses it."""
+    folder = stage / f"{name}_tokenizer"
+    (folder / "1").mkdir(parents=True)
     template = repository.COMMITTED / "tokenizer"
     shutil.copy(template / "1" / "model.py", folder / "1" / "model.py")  # follows the link to python_backend/
     tok.enable_truncation(max_length=pad_to)
@@ -137,9 +138,10 @@ ensemble_scheduling {{
 }}
 """
     parse(ensemble)
-    (repo / f"{name}_text").mkdir(exist_ok=True)
-    (repo / f"{name}_text" / "1").mkdir(exist_ok=True)
-    (repo / f"{name}_text" / "config.pbtxt").write_text(ensemble)
+    (stage / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
+    (stage / f"{name}_text" / "config.pbtxt").write_text(ensemble)
+    for model in (f"{name}_tokenizer", f"{name}_text"):
+        repository.install_model(stage / model, repo / model, trash=stage)
 
 
 def export_pretrained(
@@ -190,8 +192,8 @@ def export_pretrained(
             version = deploy(repo, name, stage / name, min_accuracy=min_accuracy, max_drop=max_drop)
         else:
             version = repository.install_version(version_dir, member_config(spec), repo / name)
-    if own_tokenizer:
-        write_text_models(repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
-        print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")
+        if own_tokenizer:
+            write_text_models(stage, repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
+            print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")
     print(f"wrote {name} version {version} into {repo}")
     return version

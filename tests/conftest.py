@@ -58,7 +58,8 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
             region.unlink()
         if not refusals_leak:
             left |= stubs_left
-        assert not left, f"shared-memory regions left behind: {sorted(map(str, left))} (log: {log})"
+        shutdown = [line for line in log.read_text(errors="replace").splitlines() if "Timeout" in line][-4:]
+        assert not left, f"shared-memory regions left behind: {sorted(map(str, left))}; shutdown: {shutdown}"
 
 
 @pytest.fixture(scope="session")

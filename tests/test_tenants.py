@@ -17,7 +17,7 @@ from python_backend.errors import BadRequest
 from python_backend.tenants import MAPPING, TenantTable, check_tenant
 from server import probe
 from tests import candidates
-from tests.conftest import REPOSITORY, run_server
+from tests.conftest import REPOSITORY, free_ports, run_server
 from tests.test_deploy import LOAD_ROWS, TRANSFORMER_COLUMN, answers, copy_repository
 
 REQUESTS = 5  # per client thread
@@ -156,3 +156,16 @@ def test_tenant_ids_that_could_escape_are_refused_by_deploy(repo, tmp_path):
     with pytest.raises(Rejected, match="expected 1-32 lowercase"):
         deploy(repo, "transformer", candidates.shifted(repo, "transformer", tmp_path), tenant="../../etc")
     assert not [p for p in repo.iterdir() if re.search(r"etc|\.\.", p.name)]
+
+
+def test_a_tenant_deploy_the_server_does_not_take_leaves_nothing_behind(tmp_path_factory, tmp_path):
+    """The candidate passes every check, but the server it must go live on does not answer: the version is moved
+    out again, and so are the tenant's generated ensembles, which would otherwise point at a missing model."""
+    repo = copy_repository(tmp_path_factory)
+    before = sorted(path.relative_to(repo) for path in repo.rglob("*") if "__pycache__" not in path.parts)
+    (closed,) = free_ports(1)  # nothing listens there
+    source = candidates.shifted(repo, "transformer", tmp_path)
+    with pytest.raises(Rejected, match="the server did not serve version 1"):
+        deploy(repo, "transformer", source, server=f"127.0.0.1:{closed}", tenant="initech")
+    after = sorted(path.relative_to(repo) for path in repo.rglob("*") if "__pycache__" not in path.parts)
+    assert after == before, set(after) ^ set(before)
