@@ -224,6 +224,8 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown systems {sorted(unknown)}; known: {[system.name for system in SYSTEMS]}")
         bench.systems = tuple(system for system in SYSTEMS if system.name in wanted)
+    report.record_run(out, {"mode": args.mode, "profiles": profiles, "systems": [s.name for s in bench.systems],
+                             "repeats": mode.repeats, "gpu": args.gpu} | asdict(overrides))  # fmt: skip
     bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies) * mode.repeats
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
     try:

@@ -30,6 +30,7 @@ def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):
     assert {"feedback", "feedback_text", "transformer", "textcnn", "fuse", "tokenizer"} <= models
 
     report = (out / "report.md").read_text()
+    assert "run started" in report and "at commit" in report  # from run.json, written when the run began
     assert "## Profile `small`" in report and "(small.png)" in report and "### Targets (issue #13)" in report
     assert (out / "small.png").read_bytes().startswith(b"\x89PNG")
     for system in SYSTEMS:

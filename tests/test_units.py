@@ -205,3 +205,19 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
     assert "labels are ['x', 'y']" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), ["x", "y"])
     assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), None)
     assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), None) == ""  # a tenant: probabilities only
+
+
+def test_bench_report_states_its_run_and_never_prints_a_negative_cost(tmp_path):
+    import re
+
+    from perf import report
+
+    assert report.run_line(tmp_path) == "Machine, date and commit: not recorded with this run."
+    report.record_run(tmp_path, {"mode": "quick"})
+    line = report.run_line(tmp_path)
+    assert re.fullmatch(r"Machine: \d+ cores .*; run started \d{4}-\d\d-\d\dT\d\d:\d\d at commit \w+.*\.", line), line
+    overhead = {"ensemble_us": 1131.0, "slowest": "textcnn", "slowest_us": 668.0, "fuse_us": 407.0}
+    measured = report.overhead_sentence(overhead | {"overhead_us": 463.0, "scheduling_us": 56.0})
+    assert "adds **463 µs**" in measured and "the remaining 56 µs (a difference of averages)" in measured
+    negative = report.overhead_sentence(overhead | {"overhead_us": -20.0, "scheduling_us": -763.0})
+    assert not re.search(r"-\d", negative) and "too small to separate" in negative, negative
