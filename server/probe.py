@@ -41,6 +41,10 @@ class Check:
     error: str = ""
 
     @property
+    def timed_out(self) -> bool:
+        return not self.ok and "timed out" in self.error
+
+    @property
     def broken_model(self) -> str | None:
         """The model whose stub died, when the error names one."""
         found = UNHEALTHY_STUB.search(self.error)

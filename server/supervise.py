@@ -6,7 +6,8 @@ touches that model's version folders: poll mode sees a changed version and loads
 and the ensembles that use it follow, while the other models keep serving. (Touching config.pbtxt is not enough:
 Triton applies an unchanged config in place and keeps the dead stub.) If the model is not back within
 `heal_timeout`, or the repository is read-only, or the server runs in explicit model-control mode (no poll), the
-whole server is restarted. If tritonserver exits on its own, it is started again after removing the stub regions it
+whole server is restarted, as it is when every canary times out `hung_probes` probes in a row (alive but hung).
+If tritonserver exits on its own, it is started again after removing the stub regions it
 left in /dev/shm (a killed server cannot), after a back-off that doubles with each start that never became ready.
 
 SIGTERM and SIGINT only set a flag (nothing else is safe in a signal handler: a threading.Event there deadlocked
@@ -37,18 +38,20 @@ class Supervisor:
         heal_timeout: float = 30.0,
         stop_timeout: float = 6.0,
         max_failed_starts: int = 5,
+        hung_probes: int = 3,
         poll: bool = True,
         log=None,
     ):
         self.argv, self.env, self.ports, self.repository = argv, env, ports, repository
         self.interval, self.probe_timeout, self.heal_timeout = interval, probe_timeout, heal_timeout
-        self.stop_timeout, self.max_failed_starts = stop_timeout, max_failed_starts
+        self.stop_timeout, self.max_failed_starts, self.hung_probes = stop_timeout, max_failed_starts, hung_probes
         self.poll, self.log = poll, log
         self.url = f"http://127.0.0.1:{ports.http}"
         self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
         self.process: subprocess.Popen | None = None
         self.ready = False  # has the current tritonserver answered ready yet?
         self.failed_starts = 0  # starts in a row that exited before they were ready
+        self.timeouts = 0  # probes in a row in which every canary timed out
         self.regions: set[Path] = set()
         self.healing: dict[str, float] = {}  # model -> when its reload was asked for
         self.orphans: set[Path] = set()  # regions without a stub when a heal began: the dead stubs' regions
@@ -67,6 +70,7 @@ class Supervisor:
         )
         self.healing.clear()
         self.orphans.clear()
+        self.timeouts = 0
         self.ready = False
         self.say(f"tritonserver started, pid {self.process.pid}")
 
@@ -147,6 +151,9 @@ class Supervisor:
             self.ready = True
             self.say("tritonserver is ready")
         checks = probe.probe(self.url, self.probe_timeout, self.repository)
+        self.timeouts = self.timeouts + 1 if all(check.timed_out for check in checks) else 0
+        if self.timeouts >= self.hung_probes:  # alive, ready once, and now answering nothing: restarting is all left
+            return self.restart(f"alive but not answering: every canary timed out {self.timeouts} probes in a row")
         if all(check.ok for check in checks):
             for model, asked in self.healing.items():
                 self.say(f"{model}: serving again {time.monotonic() - asked:.1f} s after its reload was asked for")

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from server.launch import ROOT, Ports, orphaned_stub_regions, stub_regions
+from server.launch import ROOT, Ports, free_ports, orphaned_stub_regions, stub_regions
 from server.supervise import Supervisor
-from tests.conftest import repository_copy
+from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
 
 STOP_WITHIN = 10  # seconds, from the signal to the supervisor's exit with tritonserver and its stubs gone
@@ -207,3 +207,35 @@ def test_supervisor_gives_up_on_a_server_that_never_comes_up():
         max_failed_starts=2,
     )
     assert supervisor.run() == 1
+
+
+HANGING_SERVER = """
+import http.server, sys, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # /v2/health/ready: ready
+        self.send_response(200)
+        self.end_headers()
+    def do_POST(self):  # every inference: never answered
+        time.sleep(600)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_supervisor_restarts_a_server_that_is_alive_but_answers_nothing(capsys):
+    ports = Ports(*free_ports(3))
+    argv = [sys.executable, "-c", HANGING_SERVER, str(ports.http)]
+    supervisor = Supervisor(argv, {}, ports, REPOSITORY, interval=0.1, probe_timeout=0.3, hung_probes=3)
+    supervisor.start()
+    first, watches = supervisor.process.pid, 0
+    try:
+        deadline = time.monotonic() + 60
+        while supervisor.process.pid == first:
+            assert time.monotonic() < deadline, capsys.readouterr().out
+            supervisor.watch_once()
+            watches += 1
+    finally:
+        supervisor.process.kill()
+        supervisor.reap()
+    said = capsys.readouterr().out
+    assert "alive but not answering: every canary timed out 3 probes in a row" in said, said
+    assert watches >= 4  # ready once, then three probes that timed out
