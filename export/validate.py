@@ -1,26 +1,32 @@
 """The checks a model must pass before export/deploy.py lets Triton see it: its interface is what the ensembles
 connect, its artifact loads and gives the same answers batched as row by row, and its held-out accuracy holds up.
-Python-backend models, whose code only Triton's stub can run, are loaded in a throwaway tritonserver instead."""
+Python-backend models, whose code only Triton's stub can run, are served in a throwaway tritonserver instead: an
+ensemble's Python step (fuse, tokenizer) in a copy of the live repository, held to the same parity and accuracy
+gates through `feedback_text`; any other alone, to see that it loads."""
 
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+import tritonclient.http as httpclient
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
 from export import configs, datasets, repository
-from export.artifacts import ParityError, check_parity, parity_samples
+from export.artifacts import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
 from export.train import accuracy
-from python_backend.inprocess import latest_version
+from python_backend.inprocess import InProcessEnsemble, latest_version
 from python_backend.text import encode
 from server.launch import Ports, free_ports, start, stop, wait_ready
 
 MIN_ACCURACY = 0.90  # held-out accuracy below this is refused, whatever the live version scores
 MAX_DROP = 0.01  # nor may a candidate score more than this under the live version
 PROBABILITY_TOLERANCE = 1e-3  # fuse combines probability rows: each must sum to 1
+PARITY_ROWS = 32  # held-out rows a Python step's candidate serves one by one, to compare with the batched answers
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Spec = tuple[int, tuple[int, ...]]  # (data_type, dims) of a tensor
@@ -186,20 +192,83 @@ def check_artifact(name: str, config, version_dir: Path, ids: np.ndarray, mask: 
     return run
 
 
-def trial_load(stage: Path, model: str) -> None:
-    """Python-backend code runs only inside Triton's stub: load the staged model alone in a throwaway tritonserver."""
+@contextmanager
+def trial_server(trial: Path, model: str):
+    """A throwaway tritonserver on the repository `trial` (explicit mode: everything in it loads); yields its HTTP
+    address. A model that does not load is Rejected with Triton's own error line."""
     ports = Ports(*free_ports(3))
-    log = stage.parent / f"{stage.name}.trial.log"  # beside the stage, so Triton does not take it for a model
-    process = start(stage, ports, log=log, model_control="explicit")
+    log = trial.parent / f"{trial.name}.trial.log"  # beside the folder, so Triton does not take it for a model
+    process = start(trial, ports, log=log, model_control="explicit")
     try:
-        wait_ready(process, ports, timeout=120)
-    except (RuntimeError, TimeoutError):
-        lines = log.read_text(errors="replace").splitlines()
-        reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
-        raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
+        try:
+            wait_ready(process, ports, timeout=120)
+        except (RuntimeError, TimeoutError):
+            lines = log.read_text(errors="replace").splitlines()
+            reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
+            raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
+        yield f"127.0.0.1:{ports.http}"
     finally:
         stop(process)
         log.unlink(missing_ok=True)
+
+
+def served_text(url: str, texts: list[str], batch: int) -> tuple[np.ndarray, list[str]]:
+    """PROBS and LABELs of `feedback_text` for `texts`, sent `batch` rows per request."""
+    client = httpclient.InferenceServerClient(url)
+    probs, labels = [], []
+    try:
+        for i in range(0, len(texts), batch):
+            rows = np.array([[text.encode()] for text in texts[i : i + batch]], dtype=object)
+            tensor = httpclient.InferInput("TEXT", list(rows.shape), "BYTES")
+            tensor.set_data_from_numpy(rows)
+            result = client.infer("feedback_text", [tensor])
+            probs.append(result.as_numpy("PROBS"))
+            labels += [label.decode() for label in result.as_numpy("LABEL").ravel()]
+    finally:
+        client.close()
+    return np.concatenate(probs), labels
+
+
+def check_python_step(repo: Path, version_dir: Path, live: Path | None, limits) -> str:
+    """An ensemble's Python step (fuse, tokenizer) can only be judged inside Triton: serve a copy of the live
+    repository with the candidate in its place, and hold `feedback_text` on the held-out rows to a member's gates:
+    batched equals row by row, and the accuracy gate (on the LABELs clients get) against the live ensemble."""
+    model = version_dir.parent.name
+    rows = datasets.read_rows(repo / repository.HELD_OUT, "text", "label")
+    texts, truth = [text for text, _ in rows], [label for _, label in rows]
+    with repository.staging(repo) as trial:
+        for source in repo.iterdir():
+            if (source / "config.pbtxt").exists() and source.name != model:
+                shutil.copytree(source, trial / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(version_dir, trial / model / "1", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(version_dir.parent / "config.pbtxt", trial / model / "config.pbtxt")
+        with trial_server(trial, model) as url:
+            batched, labels = served_text(url, texts, batch=64)
+            single, _ = served_text(url, texts[:PARITY_ROWS], batch=1)
+    difference = float(np.abs(batched[:PARITY_ROWS] - single).max())
+    if not difference <= PARITY_TOLERANCE:
+        raise Rejected(f"feedback_text batched and row by row differ by {difference:.2e} > {PARITY_TOLERANCE}")
+    report = f"serves in Triton, batched = row by row within {difference:.1e}"
+    if limits is None:  # rollback: the target served before; an accuracy gate must not block the way back
+        return report
+    min_accuracy, max_drop = limits
+    candidate = float(np.mean(np.array(labels) == np.array(truth)))
+    if candidate < min_accuracy:
+        raise Rejected(f"held-out accuracy {candidate:.4f} is below the threshold {min_accuracy}")
+    report += f", held-out accuracy {candidate:.4f} through feedback_text"
+    if live is not None:
+        served = InProcessEnsemble(repo).classify(texts)["LABEL"].ravel()
+        current = float(np.mean([label.decode() for label in served] == np.array(truth)))
+        if candidate < current - max_drop:
+            raise Rejected(f"held-out accuracy {candidate:.4f} is more than {max_drop} under the live {current:.4f}")
+        report += f" (live version {live.name}: {current:.4f})"
+    return report
+
+
+def trial_load(stage: Path, model: str) -> None:
+    """Python-backend code runs only inside Triton's stub: load the staged model alone in a throwaway tritonserver."""
+    with trial_server(stage, model):
+        pass
 
 
 def validate(repo: Path, role: str, stage: Path, version_dir: Path, config, live: Path | None, limits) -> str:
@@ -208,6 +277,8 @@ def validate(repo: Path, role: str, stage: Path, version_dir: Path, config, live
     skip the accuracy gate. Returns what was measured."""
     check_interface(config, repo, role)
     if config.backend == "python":
+        if any(ensemble_interface(repo, role)):
+            return check_python_step(repo, version_dir, live, limits)
         trial_load(stage, version_dir.parent.name)
         return "loads in Triton"
     if config.platform not in ("onnxruntime_onnx", "pytorch_libtorch"):

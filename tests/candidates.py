@@ -99,6 +99,16 @@ def relabelled(repo: Path, destination: Path) -> Path:
     return folder
 
 
+def fuse_with(repo: Path, destination: Path, parameter: str, value: str) -> Path:
+    """The live fuse step with one config parameter changed: `combiner` (another way to combine, as good), or
+    `class_names` (the classes in another order: every row loads and sums to 1, and answers the wrong label)."""
+    folder = copy_latest(repo, "fuse", destination)
+    config = configs.parse((folder / "config.pbtxt").read_text())
+    config.parameters[parameter].string_value = value
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return folder
+
+
 def fuse_that_raises(repo: Path, destination: Path) -> Path:
     folder = copy_latest(repo, "fuse", destination)
     (folder / "1" / "model.py").unlink()

@@ -12,7 +12,7 @@ import tritonclient.http as httpclient
 
 from export import configs
 from export.deploy import deploy, retired, rollback
-from export.validate import Rejected, held_out, load_runner
+from export.validate import Rejected, held_out, load_runner, served_class_names
 from perf.steady_load import SteadyLoad, served_by
 from python_backend.inprocess import latest_version
 from tests import candidates
@@ -127,6 +127,7 @@ class TestPollMode:
             "wrong output shape",
             "wrong class count",
             "other label order",
+            "Python step answering wrongly",
             "no warm-up",
             "Python model raising at load",
         ],
@@ -137,6 +138,9 @@ class TestPollMode:
             "wrong output shape": lambda: candidates.five_classes(repo, tmp_path, config_says=6),
             "wrong class count": lambda: candidates.five_classes(repo, tmp_path, config_says=5),
             "other label order": lambda: candidates.relabelled(repo, tmp_path),
+            "Python step answering wrongly": lambda: candidates.fuse_with(
+                repo, tmp_path, "class_names", ",".join(reversed(served_class_names(repo)))
+            ),
             "no warm-up": lambda: candidates.without_warmup(repo, tmp_path),
             "Python model raising at load": lambda: candidates.fuse_that_raises(repo, tmp_path),
         }
@@ -145,6 +149,7 @@ class TestPollMode:
             "wrong output shape": r"artifact returns shape \[4, 5\], its config says \[4, 6\]",
             "wrong class count": r"output 'PROBS' is TYPE_FP32 \[5\], the ensembles expect TYPE_FP32 \[6\]",
             "other label order": r"label set \[.*\] is not the served \[.*\]: same names, other order",
+            "Python step answering wrongly": r"held-out accuracy 0\.\d+ is below the threshold 0\.9",
             "no warm-up": "config has no model_warmup",
             "Python model raising at load": "does not load in Triton: .*this fuse candidate refuses to start",
         }
@@ -155,6 +160,17 @@ class TestPollMode:
             deploy(repo, model, source)
         after = sorted(p.relative_to(repo.parent) for p in repo.parent.rglob("*"))
         assert after == before, "a refused candidate must leave no file behind, in the repository or beside it"
+
+    def test_a_python_step_is_judged_by_what_the_ensemble_serves(self, repo, tmp_path, capsys):
+        """Another combiner for fuse: served in a throwaway copy of the repository, through feedback_text."""
+        source = candidates.fuse_with(repo, tmp_path, "combiner", "stacking")
+        live = latest_version(repo / "fuse").name
+        version = deploy(repo, "fuse", source)
+        said = capsys.readouterr().out
+        assert version == int(live) + 1
+        assert re.search(r"serves in Triton, batched = row by row within \S+, held-out accuracy 0\.9\d+ through "
+                         rf"feedback_text \(live version {live}: 0\.9\d+\)", said), said  # fmt: skip
+        rollback(repo, "fuse")  # the later tests expect the exported fuse
 
     @pytest.mark.parametrize("case", ["corrupt ONNX", "Python model raising at load"])
     def test_broken_version_dropped_by_hand_leaves_the_old_one_serving(self, server, repo, tmp_path, case):
