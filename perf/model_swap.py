@@ -3,7 +3,7 @@
     python -m perf.model_swap [--seconds 45] [--threads 3] [--model-control poll|explicit] [--poll-secs 5]
 
 Starts its own tritonserver on a copy of model_repository/ (poll mode every 5 s as `make serve` runs, or explicit),
-runs closed-loop gRPC clients (batch 4) for the whole time, deploys a new version (tests/candidates.py: visibly
+runs closed-loop gRPC clients (batch 4) for the whole time, deploys a new version (perf/candidates.py: visibly
 different answers, same accuracy) at 1/3 of the time and rolls back at 2/3. Prints failed requests, p50/p99 latency
 in steady state and in each swap window (from the command until one second after the first answer of the new
 version), and each swap's delay: command to first answer of the new version (poll wait + load + warm-up).
@@ -20,11 +20,10 @@ import tritonclient.http as httpclient
 
 from export.deploy import deploy, rollback
 from export.validate import held_out
-from perf.steady_load import SteadyLoad, served_by
+from perf import candidates
+from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.inprocess import latest_version
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
-from tests import candidates
-from tests.test_deploy import LOAD_ROWS, TRANSFORMER_COLUMN, answers, served_versions, wait_until
 
 REPOSITORY = ROOT / "model_repository"
 

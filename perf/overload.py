@@ -25,8 +25,7 @@ from pathlib import Path
 from perf import pa
 from perf.procstats import rss_bytes
 from server import probe
-from server.launch import ROOT, Ports, start, stop, wait_ready
-from tests.conftest import free_ports
+from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
 

@@ -24,8 +24,7 @@ from pathlib import Path
 
 from perf import pa
 from perf.procstats import rss_bytes, shm_bytes
-from server.launch import ROOT, Ports, start, stop, wait_ready
-from tests.conftest import free_ports
+from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going
 SHM_BOUND = 16 * 2**20

@@ -5,9 +5,16 @@ the serving version is told by comparison with each version's in-process output.
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+
+from export import configs, repository
+from export.validate import held_out, load_runner
+
+TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer
+LOAD_ROWS = 4  # rows per request of the steady load
 
 
 @dataclass(frozen=True)
@@ -75,3 +82,25 @@ def served_by(record: Record, column: int, answers: dict[str, np.ndarray]) -> st
         if record.member_probs is not None and np.allclose(record.member_probs[:, column], expected, atol=1e-5):
             return name
     return None
+
+
+def answers(model_dir: Path, version: str, repo: Path = repository.COMMITTED) -> np.ndarray:
+    """What one version of a member answers for the load's rows (the first held-out rows of `repo`), in-process."""
+    ids, mask, _ = held_out(repo)
+    config_file = model_dir / version / "config.pbtxt"
+    config = configs.parse((config_file if config_file.exists() else model_dir / "config.pbtxt").read_text())
+    return load_runner(config, model_dir / version)(ids[:LOAD_ROWS], mask[:LOAD_ROWS])
+
+
+def wait_until(condition, what: str, timeout: float = 90) -> float:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def served_versions(client, model: str, headers: dict | None = None) -> list[str]:
+    """The repository index is an admin endpoint: the tests' servers need their key in `headers`."""
+    index = client.get_model_repository_index(headers=headers)
+    return [m["version"] for m in index if m["name"] == model and m["state"] == "READY"]

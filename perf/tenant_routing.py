@@ -16,11 +16,10 @@ from pathlib import Path
 
 from export.deploy import deploy
 from export.validate import held_out
+from perf import candidates
 from perf.model_swap import percentiles
-from perf.steady_load import SteadyLoad
+from perf.steady_load import LOAD_ROWS, SteadyLoad
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
-from tests import candidates
-from tests.test_deploy import LOAD_ROWS
 
 PATHS = (
     ("feedback", None, "default ensemble"),

@@ -10,17 +10,22 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from export import configs
 from export.deploy import deploy, retired, rollback
-from export.validate import Rejected, held_out, load_runner, served_class_names
-from perf.steady_load import SteadyLoad, served_by
+from export.validate import Rejected, held_out, served_class_names
+from perf import candidates
+from perf.steady_load import (
+    LOAD_ROWS,
+    TRANSFORMER_COLUMN,
+    SteadyLoad,
+    answers,
+    served_by,
+    served_versions,
+    wait_until,
+)
 from python_backend.inprocess import latest_version
-from tests import candidates
 from tests.conftest import POLL_SECS, REPOSITORY, run_server
 
 ENSEMBLES = ("feedback", "feedback_text")
-TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer
-LOAD_ROWS = 4
 
 
 def copy_repository(tmp_path_factory):
@@ -31,33 +36,11 @@ def copy_repository(tmp_path_factory):
     return repo
 
 
-def answers(model_dir, version: str) -> np.ndarray:
-    """What one version of a member answers for the load's rows, run in-process."""
-    ids, mask, _ = held_out(REPOSITORY)
-    config_file = model_dir / version / "config.pbtxt"
-    config = configs.parse((config_file if config_file.exists() else model_dir / "config.pbtxt").read_text())
-    return load_runner(config, model_dir / version)(ids[:LOAD_ROWS], mask[:LOAD_ROWS])
-
-
-def wait_until(condition, what: str, timeout: float = 90) -> float:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return time.monotonic()
-
-
 def loads_settled(log: str, model: str) -> bool:
     """Every `loading: <model>:N` in this server log has ended, loaded or failed."""
     started = log.count(f"loading: {model}:")
     ended = len(re.findall(rf"""(successfully loaded|failed to load) '{model}'"$""", log, re.M))
     return started == ended
-
-
-def served_versions(client, model: str, headers: dict | None = None) -> list[str]:
-    """The repository index is an admin endpoint: the tests' servers need their key in `headers`."""
-    index = client.get_model_repository_index(headers=headers)
-    return [m["version"] for m in index if m["name"] == model and m["state"] == "READY"]
 
 
 def assert_ensembles_ready(client) -> None:

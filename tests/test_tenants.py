@@ -13,12 +13,13 @@ from tritonclient.utils import InferenceServerException
 
 from export.deploy import deploy
 from export.validate import Rejected, held_out
+from perf import candidates
+from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
 from python_backend.errors import BadRequest
 from python_backend.tenants import MAPPING, TenantTable, check_tenant
 from server import probe
-from tests import candidates
 from tests.conftest import REPOSITORY, free_ports, run_server
-from tests.test_deploy import LOAD_ROWS, TRANSFORMER_COLUMN, answers, copy_repository
+from tests.test_deploy import copy_repository
 
 REQUESTS = 5  # per client thread
 SHIFTS = {"acme": 0.25, "globex": -0.25}  # two customers whose own transformers answer differently
