@@ -65,6 +65,7 @@ def main() -> None:
             sys.exit(f"cannot start: TRITON_ADMIN_KEY: {error}")
     build = ROOT / "build"
     model_control = os.environ.get("MODEL_CONTROL", "poll")
+    key = admin_key(build)  # tritonserver's restricted endpoints, and the supervisor's explicit-mode heals
     argv = command(
         repository,
         prepare(repository, build),
@@ -72,12 +73,12 @@ def main() -> None:
         bind,
         int(os.environ.get("POLL_SECS", 5)),
         model_control=model_control,
-        admin_key=admin_key(build),
+        admin_key=key,
     )
     print(f"tritonserver on {repository}: HTTP {ports.http}, gRPC {ports.grpc}, metrics {ports.metrics}", flush=True)
     if os.environ.get("SUPERVISE", "1") == "0":
         os.execve(argv[0], argv, environment())  # foreground: Ctrl-C goes straight to tritonserver
-    sys.exit(Supervisor(argv, environment(), ports, repository, poll=model_control == "poll").run())
+    sys.exit(Supervisor(argv, environment(), ports, repository, poll=model_control == "poll", admin_key=key).run())
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ Every `interval` seconds the watchdog runs the canary probe (server/probe.py). t
 a dead Python-backend stub; when the canary names one ("Stub process 'fuse_0' is not healthy"), the watchdog
 touches that model's version folders: poll mode sees a changed version and loads the model again with a new stub,
 and the ensembles that use it follow, while the other models keep serving. (Touching config.pbtxt is not enough:
-Triton applies an unchanged config in place and keeps the dead stub.) If the model is not back within
-`heal_timeout`, or the repository is read-only, or the server runs in explicit model-control mode (no poll), the
-whole server is restarted, as it is when every canary times out `hung_probes` probes in a row (alive but hung).
-If tritonserver exits on its own, it is started again after removing the stub regions it
-left in /dev/shm (a killed server cannot), after a back-off that doubles with each start that never became ready.
+Triton applies an unchanged config in place and keeps the dead stub.) In explicit model-control mode it unloads and
+loads the model through the repository API (with the admin key), then the ensembles that run it. If the model is
+not back within `heal_timeout`, or the repository is read-only, the whole server is restarted, as it is when every
+canary times out `hung_probes` probes in a row (alive but hung). If tritonserver exits on its own, it is started
+again after removing the stub regions it left in /dev/shm (a killed server cannot), after a back-off that doubles
+with each start that never became ready.
 
 SIGTERM and SIGINT only set a flag (nothing else is safe in a signal handler: a threading.Event there deadlocked
 when the signal landed inside Event.wait()); the loop sees it within `interval` and stops tritonserver: SIGTERM, at
@@ -18,9 +19,12 @@ most `stop_timeout` seconds, then SIGKILL of its process group and removal of it
 import os
 import signal
 import subprocess
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
+from client.admin import admin_headers
 from server import probe
 from server.launch import Ports, orphaned_stub_regions, stop, stop_with_parent, stub_regions
 
@@ -40,6 +44,7 @@ class Supervisor:
         max_failed_starts: int = 5,
         hung_probes: int = 3,
         poll: bool = True,
+        admin_key: str | None = None,
         log=None,
     ):
         self.argv, self.env, self.ports, self.repository = argv, env, ports, repository
@@ -47,6 +52,7 @@ class Supervisor:
         self.stop_timeout, self.max_failed_starts, self.hung_probes = stop_timeout, max_failed_starts, hung_probes
         self.poll, self.log = poll, log
         self.url = f"http://127.0.0.1:{ports.http}"
+        self.admin = {"Content-Type": "application/json"} | (admin_headers("http", admin_key) if admin_key else {})
         self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
         self.process: subprocess.Popen | None = None
         self.ready = False  # has the current tritonserver answered ready yet?
@@ -91,22 +97,37 @@ class Supervisor:
         self.regions.clear()
 
     def heal(self, model: str) -> None:
-        if not self.poll:  # explicit mode: no poll to pick up the touched folder (and a load alone keeps the stub)
-            return self.restart(f"{model}: stub not healthy")
         asked = self.healing.get(model)
-        if asked is not None:  # poll mode takes up to its interval to notice, then loads the model
+        if asked is not None:  # the reload takes a poll interval (poll mode) or a load (explicit mode)
             if time.monotonic() - asked > self.heal_timeout:
                 self.restart(f"{model} not back {self.heal_timeout:.0f} s after its reload was asked for")
             return
         self.healing[model] = time.monotonic()
         self.orphans |= orphaned_stub_regions(self.process.pid)
+        self.say(f"{model}: stub not healthy, reloading it")
+        if not self.poll:
+            # In its own thread, so that a stop signal is still seen within a second while a big model loads.
+            threading.Thread(target=self.reload, args=(model,), daemon=True).start()
+            return
         try:
             for version in (self.repository / model).iterdir():
                 if version.name.isdigit():
                     os.utime(version)
         except OSError as error:
             return self.restart(f"cannot ask {model} to reload ({error})")
-        self.say(f"{model}: stub not healthy, reloading it")
+
+    def reload(self, model: str) -> None:
+        """Explicit mode: unload and load the model (a load alone keeps the dead stub), then load again every
+        ensemble that runs it, which the unload took down with it. The repository API needs the admin key."""
+        steps = [("unload", model), ("load", model)] + [("load", e) for e in ensembles_using(self.repository, model)]
+        try:
+            for action, name in steps:
+                request = urllib.request.Request(
+                    f"{self.url}/v2/repository/models/{name}/{action}", data=b"{}", headers=self.admin, method="POST"
+                )
+                urllib.request.urlopen(request, timeout=self.heal_timeout).close()
+        except OSError as error:  # HTTPError included: refused, or the model does not load; the timeout acts then
+            self.say(f"{model}: reload failed ({error}); the server is restarted if it is not back in time")
 
     def remove_dead_stub_regions(self) -> None:
         """Once healed, the dead stubs' regions: still without a stub now (not a model that was loading when the
@@ -184,6 +205,16 @@ class Supervisor:
                 signal.signal(sig, handler)
         self.say(f"stopped on {signal.Signals(self.signalled).name}")
         return 0
+
+
+def ensembles_using(repository: Path, model: str) -> list[str]:
+    """The ensembles in the repository with a step that runs `model`."""
+    found = []
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        text = config.read_text()
+        if 'platform: "ensemble"' in text and f'model_name: "{model}"' in text:
+            found.append(config.parent.name)
+    return found
 
 
 class StartFailed(RuntimeError):

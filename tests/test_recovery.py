@@ -33,7 +33,9 @@ WAIT = 120  # seconds: only a bound on waiting for something that must happen, n
 
 
 class Supervised:
-    def __init__(self, repository: Path, log: Path, admin_key: str = "test-admin-key-0123456789"):
+    def __init__(
+        self, repository: Path, log: Path, admin_key: str = "test-admin-key-0123456789", model_control: str = "poll"
+    ):
         self.ports = Ports(*free_ports(3))
         self.url = f"http://127.0.0.1:{self.ports.http}"
         env = os.environ | {
@@ -43,6 +45,7 @@ class Supervised:
             "METRICS_PORT": str(self.ports.metrics),
             "POLL_SECS": "1",
             "TRITON_ADMIN_KEY": admin_key,
+            "MODEL_CONTROL": model_control,
         }
         self.log = log
         with log.open("ab") as out:
@@ -170,3 +173,22 @@ def test_probe_fails_a_server_that_answers_wrongly(tmp_path):
     assert {"feedback_text", "feedback", "feedback_routed"} <= set(checks)
     for check in checks.values():
         assert not check.ok and "the canary comments' labels are" in check.error, check
+
+
+def test_explicit_mode_heals_the_model_alone_without_a_restart(tmp_path):
+    """No poll to pick up a touched folder: the supervisor unloads and loads the model through the repository API
+    (a load alone keeps the dead stub), then the ensembles that run it; tritonserver itself keeps running."""
+    repository = repository_copy(tmp_path / "repository")
+    server = Supervised(repository, tmp_path / "server.log", model_control="explicit")
+    try:
+        server.wait(ready=True)
+        triton, stub = server.triton_pid(), server.stub_pid("fuse")
+        os.kill(stub, signal.SIGKILL)
+        unready = server.wait(ready=False)
+        back = server.wait(ready=True)
+        assert server.triton_pid() == triton, "the whole server was restarted"
+        assert server.stub_pid("fuse") != stub
+    finally:
+        server.stop()
+    assert "fuse: stub not healthy, reloading it" in server.log.read_text()
+    print(f"\nexplicit mode, kill -9 fuse stub: probe false after {unready:.1f} s, serving again after {back:.1f} s")
