@@ -111,10 +111,11 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
             repository.install_model(stage / name, repo / name, trash=stage)
     print(
         f"wrote {', '.join(members)}, tokenizer.json, stacking.npz, fuse's config and {repository.HELD_OUT} "
-        f"into {repo}"
-        f" in {time.monotonic() - started:.1f} s"
+        f"into {repo} in {time.monotonic() - started:.1f} s"
     )
-    canary_labels = canary.write(repo, data.held_out.texts, data.held_out.labels)
+    canary_labels = canary.write(
+        repo, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
+    )
     print(f"wrote {CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")
     if evaluate.covers(data.class_names):
         print(f"accuracy on the hand-written comments ({evaluate.HANDWRITTEN.name}), as served:")

@@ -10,6 +10,7 @@ from python_backend.inprocess import InProcessEnsemble
 from server.probe import CANARY_FILE
 
 ROWS = 4  # comments of different classes: a model that mixes up classes fails, and the probe stays cheap
+CANDIDATES = 300  # held-out comments to choose from: enough for every class, quick even for the minilm profile
 
 
 def write(repo: Path, texts: list[str], labels: np.ndarray) -> list[str]:
