@@ -76,3 +76,12 @@ def repository_copy(target: Path) -> Path:
     """A copy of the repository (links resolved) that a test may change without touching the session's server."""
     shutil.copytree(REPOSITORY, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__"))
     return target
+
+
+def installed(tool):
+    """A tool of deploy/tools.py (kubectl, prometheus), installed when missing; a skip that says why where it cannot
+    be (not root: the apt command to run). CI runs as root, so there it is never skipped."""
+    try:
+        return tool()
+    except SystemExit as reason:
+        pytest.skip(str(reason))

@@ -11,14 +11,14 @@ import yaml
 
 from deploy.tools import kubectl
 from server.launch import ROOT
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, installed
 
 K8S = ROOT / "deploy" / "k8s"
 
 
 def render(directory: Path) -> list[dict]:
     done = subprocess.run(
-        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
+        [installed(kubectl), "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, f"kubectl kustomize {directory} failed: {done.stderr}"
     return [document for document in yaml.safe_load_all(done.stdout) if document]

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from deploy.tools import kubectl
 from server.launch import ROOT
+from tests.conftest import installed
 
 CHECKOV = ROOT / "build" / "checkov-venv" / "bin" / "checkov"  # make scan-tools
 
 
 def scan() -> list[dict]:
-    path = os.pathsep.join([str(Path(kubectl()).parent), os.environ["PATH"]])  # its kustomize runner calls kubectl
+    path = os.pathsep.join(
+        [str(Path(installed(kubectl)).parent), os.environ["PATH"]]
+    )  # its kustomize runner calls kubectl
     done = subprocess.run(
         [str(CHECKOV), "--directory", str(ROOT / "deploy"), "--framework", "kustomize", "dockerfile",
          "--skip-download", "--output", "json"],  # fmt: skip

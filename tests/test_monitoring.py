@@ -11,7 +11,7 @@ from client.feedback import FeedbackClient
 from deploy import monitor
 from deploy.tools import prometheus
 from server.launch import free_ports
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, installed
 
 POD = {"namespace": "test", "pod": "triton-test-0"}
 SCRAPE_SECONDS = 1
@@ -20,6 +20,7 @@ GPU_PANELS = ("nv_gpu_",)  # a CPU server exports no GPU series
 
 @pytest.fixture(scope="module")
 def prometheus_url(server, tmp_path_factory):
+    installed(prometheus)
     folder = tmp_path_factory.mktemp("prometheus")
     config = folder / "prometheus.yml"
     config.write_text(monitor.scrape_config(f"127.0.0.1:{server.ports.metrics}", POD, f"{SCRAPE_SECONDS}s"))
@@ -86,7 +87,7 @@ def test_every_dashboard_panel_query_returns_data(server, prometheus_url):
 
 
 def test_promtool_accepts_the_scrape_configs(tmp_path):
-    _, promtool = prometheus()
+    _, promtool = installed(prometheus)
     generated = tmp_path / "prometheus.yml"
     generated.write_text(monitor.scrape_config("127.0.0.1:8002", POD, "5s"))
     for config in (monitor.SCRAPE_CONFIG, generated):
