@@ -55,7 +55,10 @@ def export_onnx(
 ) -> float:
     """ONNX with readable tensor names and dynamic batch and sequence axes."""
     ids, mask = samples[0]
-    axes = {name: {0: "batch", 1: "sequence"} for name in input_names} | {name: {0: "batch"} for name in output_names}
+    # Each input its own sequence axis: a mask of another length than the ids is a client's error that the graph
+    # flags (CheckedInputs), and one shared axis name would make onnxruntime fail on it instead.
+    axes = {name: {0: "batch", 1: f"sequence_{index}"} for index, name in enumerate(input_names)}
+    axes |= {name: {0: "batch"} for name in output_names}
     torch.onnx.export(
         model,
         (torch.from_numpy(ids), torch.from_numpy(mask)),

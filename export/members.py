@@ -132,9 +132,10 @@ class CheckedInputs(nn.Module):
     whole dynamic batch as one call, so a bad row must never make the graph fail.
 
     Inside the graph, ids outside [0, vocab_size) and their positions are masked out (id 0, mask 0), the mask is read
-    as "not 0", and sequences are cut to max_seq_len; one padding column is appended first so that an empty sequence
-    still runs (every member is invariant to padding). Good rows get exactly the wrapped member's answer. The second
-    output, INPUT_ERRORS, says per row which of those repairs were needed (0 for a good row).
+    as "not 0" and made as long as the ids, and sequences are cut to max_seq_len; one padding column is appended first
+    so that an empty sequence still runs (every member is invariant to padding). Good rows get exactly the wrapped
+    member's answer. The second output, INPUT_ERRORS, says per row which of those repairs were needed (0 for a good
+    row).
     """
 
     def __init__(self, member: nn.Module, vocab_size: int, max_seq_len: int):
@@ -143,10 +144,16 @@ class CheckedInputs(nn.Module):
         self.eval()  # made for export: torch.onnx.export restores the wrapper's mode, and with it the member's
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Lengths as tensor ops, so traced graphs stay dynamic.
+        seq, mask_length = torch.ones_like(input_ids[0]).sum(), torch.ones_like(attention_mask[0]).sum()
+        # The mask made as long as the ids (cut, or padded with 0) and the request flagged: unequal lengths would
+        # fail the graph, and a member failing inside an ensemble leaks tritonserver 2.51's in-flight count.
+        columns = torch.ones_like(input_ids[0]).cumsum(0) - 1
+        extended = torch.cat([attention_mask, torch.zeros_like(attention_mask.sum(1, keepdim=True))], 1)
+        attention_mask = extended.gather(1, columns.clamp(max=mask_length).expand_as(input_ids))
         in_vocab = (input_ids >= 0) & (input_ids < self.vocab_size)
         binary = (attention_mask == 0) | (attention_mask == 1)
-        positions = torch.ones_like(input_ids[0]).cumsum(0)  # 1..seq as tensor ops, so traced graphs stay dynamic
-        bad_length = (positions.sum() == 0) | (positions > self.max_seq_len).any()
+        bad_length = (seq == 0) | (seq > self.max_seq_len) | (mask_length != seq)
         errors = (
             (~in_vocab).any(1).to(torch.int32) * ID_OUT_OF_RANGE
             + (~binary).any(1).to(torch.int32) * MASK_NOT_BINARY

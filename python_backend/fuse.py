@@ -15,7 +15,7 @@ def check_input_errors(errors: np.ndarray, vocab_size: int, max_seq_len: int) ->
         return
     problems = []
     for bit, problem in (
-        (BAD_LENGTH, f"sequence length must be in the supported range 1..{max_seq_len}"),
+        (BAD_LENGTH, f"sequence length must be in the supported range 1..{max_seq_len}, the same for ids and mask"),
         (ID_OUT_OF_RANGE, f"INPUT_IDS: token ids must be in [0, {vocab_size})"),
         (MASK_NOT_BINARY, "ATTENTION_MASK: values must be 0 or 1"),
     ):

@@ -33,7 +33,7 @@ STUB_REGION = re.compile(r"triton_\w+_backend_shm_region_")
 # Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.
 # Inference, health, metadata, model config and statistics stay open.
 ADMIN_APIS = ("model-repository", "shared-memory", "trace", "logging")
-EXIT_TIMEOUT_SECS = 8  # unloading takes about 2 s here; the rest is margin inside a 10 s grace period
+EXIT_TIMEOUT_SECS = 5  # unloading takes about 2 s here; well inside a 10 s grace period
 ADMIN_KEY_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,}")  # no ':', '=' or ',' (the flag's separators); not guessable
 
 

@@ -2,12 +2,13 @@
 
 FUZZ_REQUESTS sets how many, split between the protocols (default 300, a few seconds; `make fuzz`: 6,000). A request
 is valid, near-valid (the model's own input names and dtypes with a wrong shape or value: ids outside the
-vocabulary, a mask of 2, 513 tokens, an empty batch, text that is not UTF-8, a malformed or second TENANT, NaN
-probabilities, ...) or random (any names, dtypes, shapes and bytes, some from a registered shared-memory region).
-Each one must be refused with an error that says something, or answered exactly as the same computation answers
-it in-process (python_backend/inprocess.py, the same files and code); Triton's own checks (names, dtypes, ranks,
-fixed dims, batch size) are mirrored here. Afterwards the server answers correctly, every stub is alive (the canary
-probe passes) and no region stays registered.
+vocabulary, a mask of 2 or of another length, 513 tokens, an empty batch, text that is not UTF-8, a malformed or
+second TENANT, NaN probabilities, ...) or random (any names, dtypes, shapes and bytes, some from a registered
+shared-memory region). Each one must be refused with an error that says something, or answered exactly as the same
+computation answers it in-process (python_backend/inprocess.py, the same files and code); Triton's own checks
+(names, dtypes, ranks, fixed dims, batch size) are mirrored here. Afterwards the server answers correctly, every stub
+is alive (the canary probe passes) and no region stays registered; the session's server must then stop cleanly,
+which a request leaking tritonserver 2.51's in-flight count would prevent.
 """
 
 import os
@@ -108,6 +109,8 @@ class Models:
                 array = array.copy()
                 array.flat[int(rng.integers(array.size))] = [-1, self.vocab, 2**40][int(rng.integers(3))]
                 arrays[name] = array
+        elif name.startswith("ATTENTION_MASK") and kind == 3:  # a mask of another length than the ids
+            arrays[name] = array[:, :-1] if array.shape[1] > 1 else np.concatenate([array, array], 1)
         elif name.startswith("ATTENTION_MASK"):
             array = array.copy()
             array.flat[int(rng.integers(array.size))] = [2, -1][int(rng.integers(2))]
@@ -262,12 +265,12 @@ def test_every_request_is_refused_clearly_or_answered_as_in_process(server, refe
         system_shm.set_shared_memory_region(handle, [np.frombuffer(rng.bytes(REGION_BYTES), np.uint8)])
         triton.register_system_shared_memory("fuzz", f"/fuzz_{os.getpid()}_{protocol}", REGION_BYTES, headers=headers)
         outcomes = [check_one(rng, protocol, triton, models, str(rng.choice(MODELS))) for _ in range(REQUESTS // 2)]
-        triton.unregister_system_shared_memory("fuzz", headers=headers)
-        status = triton.get_system_shared_memory_status(headers=headers)
-        assert not (status.regions if protocol == "grpc" else status), status
     finally:
+        triton.unregister_system_shared_memory("fuzz", headers=headers)  # also when a check failed
+        status = triton.get_system_shared_memory_status(headers=headers)
         system_shm.destroy_shared_memory_region(handle)
         triton.close()
+    assert not (status.regions if protocol == "grpc" else status), status
     print(f"\n{protocol}: {len(outcomes)} requests, {outcomes.count('answered')} answered as in-process, "
           f"{outcomes.count('refused')} refused with a message")  # fmt: skip
     assert outcomes.count("answered") > len(outcomes) // 10 and outcomes.count("refused") > len(outcomes) // 3
