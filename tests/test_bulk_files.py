@@ -15,9 +15,8 @@ import pytest
 from client.errors import ROWS_FAILED_EXIT_CODE
 from export import corpus
 from server.launch import ROOT
-from tests.conftest import repository_copy
 from tests.test_client import feedback_cli
-from tests.test_recovery import Supervised
+from tests.test_recovery import ready_supervised
 
 GOOD = [comment.text for comment in corpus.generate(10_000, seed=5)]
 ODD = [  # (text, encoding): the rows a spreadsheet export really contains, before the 10,000 good ones
@@ -99,13 +98,7 @@ def test_named_encoding_and_a_clean_file_exit_zero(server, tmp_path):
 def supervised(tmp_path_factory):
     """A server of its own, as `make serve` runs it: killing a gRPC client with requests in flight can crash
     tritonserver 2.51 (SIGSEGV sending a response to the cancelled call), and then the supervisor restarts it."""
-    repository = repository_copy(tmp_path_factory.mktemp("bulk_supervised") / "repository")
-    server = Supervised(repository, repository.parent / "server.log")
-    try:
-        server.wait(ready=True)
-        yield server
-    finally:
-        server.stop()
+    yield from ready_supervised(tmp_path_factory.mktemp("bulk_supervised"))
 
 
 def test_resume_after_a_kill_gives_the_same_output(server, supervised, messy, tmp_path):

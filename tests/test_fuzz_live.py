@@ -163,14 +163,14 @@ class Models:
                 member = reference.members[reference.fuse.member_names.index(model)]
                 ids, mask = (arrays[name] for name, *_ in self.inputs(model))
                 probs, errors = member(ids, mask)
-                return {name: value for (name, *_), value in zip(self.outputs(model), (probs, errors), strict=True)}
+                return dict(zip(self.outputs(model), (probs, errors), strict=True))
             stacked = reference.fuse.stacked(arrays)  # fuse
             return dict(zip(("PROBS", "LABEL", "MEMBER_PROBS"), reference.fuse.outputs(stacked), strict=True))
         except (BadRequest, ValueError, RuntimeError) as error:  # RuntimeError: onnxruntime and torch refusing shapes
             raise Refuse(str(error)) from None
 
-    def outputs(self, model: str) -> list[tuple[str]]:
-        return [(t.name,) for t in self.configs[model].output]
+    def outputs(self, model: str) -> list[str]:
+        return [t.name for t in self.configs[model].output]
 
 
 def model_type(tensor) -> str:

@@ -87,15 +87,20 @@ class Supervised:
         assert not [r for r in regions if r.exists()], "shared-memory regions left behind"
 
 
-@pytest.fixture(scope="module")
-def supervised(tmp_path_factory):
-    repository = repository_copy(tmp_path_factory.mktemp("supervised") / "repository")
-    server = Supervised(repository, repository.parent / "server.log")
+def ready_supervised(folder: Path):
+    """A `make serve` of its own on a copy of the repository in `folder`: yielded once ready, stopped after."""
+    repository = repository_copy(folder / "repository")
+    server = Supervised(repository, folder / "server.log")
     try:
         server.wait(ready=True)
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def supervised(tmp_path_factory):
+    yield from ready_supervised(tmp_path_factory.mktemp("supervised"))
 
 
 @pytest.fixture(scope="module")
