@@ -22,6 +22,7 @@ from export.train import accuracy, fit, fit_stacking, predict, seed_everything
 from export.validate import MAX_DROP, MIN_ACCURACY, Rejected
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.text import encode
+from server.launch import precompile
 from server.probe import CANARY_FILE
 
 ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))
@@ -67,6 +68,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         print(f"  {name:<24} {accuracy(probs, data.held_out.labels):.4f}")
 
     samples = parity_samples(*test)
+    # Everything is built in `stage`, laid out as a repository, and checked there; only then does it go live.
     with repository.staging(repo) as stage:
 
         def member(name, platform, tensors, filename, write_artifact):
@@ -99,27 +101,30 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
             "model.pt",
             lambda path: export_torchscript(CheckedInputs(textcnn, vocab, MAX_POSITIONS), path, samples),
         )
-        # Only now, with every parity check passed, does anything reach the repository.
-        repository.prepare(repo)
-        repository.write_held_out(repo, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])
-        tok.save(str(repo / "tokenizer" / "1" / "tokenizer.json"))
-        staged_fuse = stage / "fuse.pbtxt"
-        staged_fuse.write_text(fuse_config(list(members), data.class_names, vocab, MAX_POSITIONS))
-        staged_fuse.replace(repo / "fuse" / "config.pbtxt")
-        np.savez(repo / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
-        for name in members:
-            repository.install_model(stage / name, repo / name, trash=stage)
+        repository.stage_committed(repo, stage)  # tokenizer and fuse get export's files in their staged copies
+        tok.save(str(stage / "tokenizer" / "1" / "tokenizer.json"))
+        fuse = fuse_config(list(members), data.class_names, vocab, MAX_POSITIONS)
+        (stage / "fuse" / "config.pbtxt").write_text(fuse)
+        np.savez(stage / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
+        repository.write_held_out(stage, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])
+        canary_labels = canary.write(
+            stage, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
+        )
+        handwritten = evaluate.accuracies(stage) if evaluate.covers(data.class_names) else {}
+        precompile(stage)  # or each Python model's stub writes its bytecode once live, and poll mode reloads it
+        repo.mkdir(parents=True, exist_ok=True)
+        with repository.locked(repo):  # no deploy in between
+            changed = repository.publish(
+                stage, repo, [*members, *repository.COMMITTED_MODELS], files=[repository.HELD_OUT, CANARY_FILE]
+            )
     print(
-        f"wrote {', '.join(members)}, tokenizer.json, stacking.npz, fuse's config and {repository.HELD_OUT} "
-        f"into {repo} in {time.monotonic() - started:.1f} s"
+        f"wrote {', '.join(changed) or 'no changed model'}, {repository.HELD_OUT} and {CANARY_FILE} into {repo} "
+        f"in {time.monotonic() - started:.1f} s"
     )
-    canary_labels = canary.write(
-        repo, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
-    )
-    print(f"wrote {CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")
-    if evaluate.covers(data.class_names):
+    print(f"{CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")
+    if handwritten:
         print(f"accuracy on the hand-written comments ({evaluate.HANDWRITTEN.name}), as served:")
-        for name, score in evaluate.accuracies(repo).items():
+        for name, score in handwritten.items():
             print(f"  {name:<24} {score:.4f}")
 
 

@@ -14,8 +14,9 @@ CANDIDATES = 300  # held-out comments to choose from: enough for every class, qu
 
 
 def write(repo: Path, texts: list[str], labels: np.ndarray) -> list[str]:
-    """From labelled comments, for each class in turn (up to ROWS), the one the served ensemble gets right with
-    the most confidence, so a correct server never misses it by rounding. Returns the chosen labels."""
+    """canary.json for the ensemble in `repo` (export's staging folder, laid out as a repository): from labelled
+    comments, for each class in turn (up to ROWS), the one the ensemble gets right with the most confidence, so a
+    correct server never misses it by rounding. Returns the chosen labels."""
     ensemble = InProcessEnsemble(repo)
     probs = ensemble.classify(texts)["PROBS"]
     chosen = []
@@ -31,7 +32,5 @@ def write(repo: Path, texts: list[str], labels: np.ndarray) -> list[str]:
     ids, mask = ensemble.tokenize(rows)
     names = [ensemble.fuse.class_names[int(probs[index].argmax())] for index in chosen]
     canary = {"texts": rows, "input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": names}
-    staged = repo / f".{CANARY_FILE}.partial"
-    staged.write_text(json.dumps(canary) + "\n")
-    staged.replace(repo / CANARY_FILE)
+    (repo / CANARY_FILE).write_text(json.dumps(canary) + "\n")
     return names

@@ -60,11 +60,14 @@ def member_config(spec: MemberSpec) -> str:
     ids, mask = spec.inputs
     probs, errors = spec.outputs
     # Each backend reads its own thread-count keys. Library defaults (a thread per core in each pool) cost 50-95% more
-    # CPU per request on 2 cores (../shared/notes/native-backends.md), so both pools are set.
+    # CPU per request on 2 cores (../shared/notes/native-backends.md), so the pools are set. Not libtorch's inter-op
+    # pool: it can be sized once per process, and the r24.10 pytorch backend sizes it at every load, so reloading a
+    # model with INTER_OP_THREAD_COUNT aborts tritonserver (pytorch_backend#158). TorchScript without fork() never
+    # starts that pool anyway.
     if spec.platform == "onnxruntime_onnx":
         threads = _parameter("intra_op_thread_count", spec.threads) + "\n" + _parameter("inter_op_thread_count", 1)
     else:
-        threads = _parameter("INTRA_OP_THREAD_COUNT", spec.threads) + "\n" + _parameter("INTER_OP_THREAD_COUNT", 1)
+        threads = _parameter("INTRA_OP_THREAD_COUNT", spec.threads)
     warmup_inputs = "\n".join(
         f'    inputs {{ key: "{name}" value: {{ data_type: TYPE_INT64 dims: [ {spec.warmup_seq} ] zero_data: true }} }}'
         for name in spec.inputs

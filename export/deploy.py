@@ -20,13 +20,11 @@ ensembles `<ensemble>__<ID>` that run it in MODEL's place and lists the tenant i
 """
 
 import argparse
-import fcntl
 import json
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import tritonclient.http as httpclient
@@ -52,17 +50,6 @@ def versions(model_dir: Path) -> list[int]:
 def retired(repo: Path) -> Path:
     """Where rollback puts the versions it takes out: beside the repository, on the same file system."""
     return repo.resolve().parent / f"{repo.name}.retired"
-
-
-@contextmanager
-def locked(repo: Path):
-    """One deploy or rollback at a time per repository: two would race for the same version number."""
-    descriptor = os.open(repo, os.O_RDONLY)  # a lock on the folder itself: no lock file for Triton to see
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
 
 
 def make_live(server: str, models: list[tuple[str, int | None]], admin_key: str | None = None) -> None:
@@ -126,7 +113,7 @@ def deploy(
     config.name = name  # the folder names the model; a candidate exported under another name is renamed
     config_text = text_format.MessageToString(config)
     model_dir = repo / name
-    with locked(repo), repository.staging(repo) as stage:
+    with repository.locked(repo), repository.staging(repo) as stage:
         staged = stage_candidate(
             stage, name, source / str(source_versions[-1]), repository.next_version(model_dir), config_text
         )
@@ -140,7 +127,7 @@ def deploy(
         try:
             make_live(server, [(name, version)] + [(ensemble, None) for ensemble, _ in ensembles], admin_key)
         except (InferenceServerException, TimeoutError, OSError) as error:  # OSError: the server is unreachable
-            with locked(repo):
+            with repository.locked(repo):
                 retire(repo, name, [version])
                 if not versions(model_dir):  # a new model: its folder goes too (the version keeps its config)
                     (model_dir / "config.pbtxt").unlink()
@@ -148,7 +135,7 @@ def deploy(
                 unregister_tenant(repo, ensembles)
             raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
     if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
-        with locked(repo), repository.staging(repo) as stage:
+        with repository.locked(repo), repository.staging(repo) as stage:
             mapping = read_mapping(repo / MAPPING)
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
             (stage / MAPPING).write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
@@ -208,7 +195,7 @@ def rollback(
 ) -> int:
     """Serve `version` (default: the one before the latest) again; returns it."""
     model_dir = repo / model
-    with locked(repo):
+    with repository.locked(repo):
         present = versions(model_dir)
         if version is None:
             if len(present) < 2:

@@ -141,7 +141,7 @@ ensemble_scheduling {{
     (stage / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
     (stage / f"{name}_text" / "config.pbtxt").write_text(ensemble)
     for model in (f"{name}_tokenizer", f"{name}_text"):
-        repository.install_model(stage / model, repo / model, trash=stage)
+        repository.install_model(stage / model, repo / model)
 
 
 def export_pretrained(

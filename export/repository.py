@@ -1,10 +1,15 @@
 """Write models into a Triton repository so that the server never sees a half-written or unchecked model.
 
 Everything is built in a staging folder beside the repository (same file system, outside Triton's view) and moved in
-with rename() only after its parity check passed.
+only after its checks passed: a whole model folder in one rename (exchanged with the live one, so the model's name
+never points at a missing or half-written folder), a file with replace().
 """
 
 import csv
+import ctypes
+import fcntl
+import filecmp
+import os
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -20,17 +25,32 @@ GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.p
 HELD_OUT = "held_out.csv"
 
 
-def prepare(repository: Path) -> None:
-    """A repository other than the committed one gets the committed models' files (model.py links resolved)."""
-    repository.mkdir(parents=True, exist_ok=True)
-    if repository.resolve() == COMMITTED.resolve():
-        return
+def stage_committed(repo: Path, stage: Path) -> None:
+    """The committed models' folders, staged for `repo`: links kept for the committed repository itself (they
+    resolve the same from beside it), resolved for any other. Export then adds its generated files."""
+    keep_links = repo.resolve() == COMMITTED.resolve()
     for name in COMMITTED_MODELS:
-        for source in (COMMITTED / name).rglob("*"):
-            relative = source.relative_to(COMMITTED)
-            if source.is_file() and relative.as_posix() not in GENERATED:
-                (repository / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, repository / relative)
+        shutil.copytree(
+            COMMITTED / name,
+            stage / name,
+            symlinks=keep_links,
+            ignore=lambda folder, names: [n for n in names if n == "__pycache__" or _generated(Path(folder) / n)],
+        )
+
+
+def _generated(path: Path) -> bool:
+    return path.relative_to(COMMITTED).as_posix() in GENERATED
+
+
+@contextmanager
+def locked(repo: Path):
+    """One writer at a time per repository (export, deploy, rollback): two would race for the same folders."""
+    descriptor = os.open(repo, os.O_RDONLY)  # a lock on the folder itself: no lock file for Triton to see
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 @contextmanager
@@ -48,11 +68,47 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def install_model(staged: Path, destination: Path, trash: Path) -> None:
-    """Replace `destination` (a whole model folder) with `staged`; the old one goes to `trash`, outside the repo."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from <fcntl.h> and <linux/fs.h>
+
+
+def exchange(a: Path, b: Path) -> None:
+    """Swap what two paths name in one step: Linux renameat2(RENAME_EXCHANGE) (ext4, xfs, tmpfs, overlayfs)."""
+    if _LIBC.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"cannot exchange {a} and {b}: {os.strerror(error)}")
+
+
+def install_model(staged: Path, destination: Path) -> None:
+    """Make `staged` (a whole model folder, in a staging folder) live as `destination` in one step. A poll sees the
+    old folder or the new one, never none; the old one is left at `staged`, removed with the staging folder."""
     if destination.exists():
-        destination.rename(trash / f"retired-{destination.name}")
-    staged.rename(destination)
+        exchange(staged, destination)
+    else:
+        staged.rename(destination)
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    """Whether two model folders hold the same files with the same bytes (a swap would only make Triton reload)."""
+    comparison = filecmp.dircmp(a, b, ignore=["__pycache__"])
+    if comparison.left_only or comparison.right_only or comparison.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, comparison.common_files, shallow=False)
+    return not mismatch and not errors and all(same_tree(a / d, b / d) for d in comparison.common_dirs)
+
+
+def publish(stage: Path, repo: Path, models: list[str], files: list[str]) -> list[str]:
+    """Make staged model folders, then staged files at the repository's root, live, back to back, each in one step.
+
+    A model whose files did not change is left alone: swapping it would only make Triton reload it (and the
+    ensembles using it). Returns the models that changed.
+    """
+    changed = [model for model in models if not ((repo / model).exists() and same_tree(stage / model, repo / model))]
+    for model in changed:
+        install_model(stage / model, repo / model)
+    for name in files:
+        (stage / name).replace(repo / name)
+    return changed
 
 
 def install_version(staged_version: Path, config_text: str, model_dir: Path) -> int:
@@ -67,10 +123,8 @@ def install_version(staged_version: Path, config_text: str, model_dir: Path) -> 
     return version
 
 
-def write_held_out(repository: Path, texts: list[str], labels: list[str]) -> None:
-    staged = repository / f".{HELD_OUT}.partial"
-    with open(staged, "w", newline="", encoding="utf-8") as file:
+def write_held_out(folder: Path, texts: list[str], labels: list[str]) -> None:
+    with open(folder / HELD_OUT, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(["text", "label"])
         writer.writerows(zip(texts, labels, strict=True))
-    staged.replace(repository / HELD_OUT)

@@ -1,27 +1,153 @@
 """The exporter's guarantees: nothing unchecked reaches a repository, and a user's checkpoint is served faithfully."""
 
+import hashlib
+import re
 import shutil
+import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
 
 import export.__main__ as export_cli
-from export import artifacts, corpus, datasets
+from export import artifacts, corpus, datasets, repository
 from export.artifacts import ParityError
 from export.pretrained import export_pretrained
 from export.validate import Rejected, served_class_names
-from tests.conftest import REPOSITORY, repository_copy, run_server
+from python_backend.inprocess import InProcessEnsemble
+from tests.conftest import POLL_SECS, REPOSITORY, repository_copy, run_server
+from tests.test_serving import TEXTS, text_tensor
 
 
+def untrained(model, *args, **kwargs):
+    """In place of training: new members with their initial weights, quickly."""
+    return model.eval()
+
+
+@pytest.mark.unit
 def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(export_cli, "fit", lambda model, *args, **kwargs: model.eval())  # skip training
+    monkeypatch.setattr(export_cli, "fit", untrained)
     monkeypatch.setattr(artifacts, "PARITY_TOLERANCE", -1.0)  # no export can pass
     repo = tmp_path / "repo"
     with pytest.raises(ParityError):
         export_cli.export_default(repo, "small", datasets.synthetic(), seed=13)
     assert list(tmp_path.iterdir()) == [], "a failed export must leave no repository files and no staging folder"
+
+
+@pytest.mark.unit
+def test_a_model_folder_is_replaced_without_a_moment_missing(tmp_path):
+    """A reader polling the live folder's config while it is replaced 2,000 times never misses it (renaming the old
+    folder away and the new one in missed it about 5,000 times in this loop)."""
+    live, staged = tmp_path / "repo" / "m", tmp_path / "stage" / "m"
+    missing, done = [], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            if not (live / "config.pbtxt").exists():
+                missing.append(1)
+
+    live.mkdir(parents=True)
+    (live / "config.pbtxt").write_text("first")
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        for number in range(2000):
+            staged.mkdir(parents=True)
+            (staged / "config.pbtxt").write_text(str(number))
+            repository.install_model(staged, live)
+            shutil.rmtree(staged)  # the old folder, left where the new one was staged
+    finally:
+        done.set()
+        reader.join()
+    assert (live / "config.pbtxt").read_text() == "1999"
+    assert len(missing) == 0
+
+
+def model_digests(repo: Path) -> dict[str, str]:
+    """Each model folder's files as one digest (compiled Python left out)."""
+    digests = {}
+    for folder in sorted(path for path in repo.iterdir() if path.is_dir()):
+        digest = hashlib.sha256()
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+        digests[folder.name] = digest.hexdigest()
+    return digests
+
+
+@pytest.mark.unit
+def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch):
+    """Watched before and after every swap: nothing live changed before the first one, every model folder is there
+    at each step, each as it was or as export leaves it; an unchanged model is not touched."""
+    repo = repository_copy(tmp_path / "repo")
+    before, seen = model_digests(repo), []
+    install = repository.install_model
+
+    def watched(staged, destination):
+        seen.append(model_digests(repo))
+        install(staged, destination)
+        seen.append(model_digests(repo))
+
+    monkeypatch.setattr(repository, "install_model", watched)
+    monkeypatch.setattr(export_cli, "fit", untrained)
+    export_cli.export_default(repo, "small", datasets.synthetic(), seed=14)
+    after = model_digests(repo)
+    assert seen and seen[0] == before, "export changed the live repository before its first swap"
+    assert [m for m in before if after[m] != before[m]] == ["fuse", "textcnn", "transformer"]
+    for state in seen:
+        assert state.keys() == before.keys(), "a model folder was missing between two steps"
+        assert [m for m in state if state[m] not in (before[m], after[m])] == [], "a model was half-written"
+
+
+def test_export_while_the_server_polls_fails_no_request(tmp_path, monkeypatch):
+    """Clients classify through feedback_text while export replaces the members and fuse of the repository a server
+    polls every second: every request is answered, and each client's answers go from the old ensemble's to the new
+    one's and never back. In between, Triton 2.51 has swapped each member as soon as its new version loaded, under the
+    old fuse, still loading: those answers are neither (README, "Releasing a new export")."""
+    repo = repository_copy(tmp_path / "repo")
+    texts = TEXTS[:8]
+    old = InProcessEnsemble(repo).classify(texts)["PROBS"]
+    answers, errors, done = {0: [], 1: []}, [], threading.Event()
+
+    def classify(url, answered):
+        triton = grpcclient.InferenceServerClient(url)
+        text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
+        text.set_data_from_numpy(text_tensor(texts))
+        try:
+            while not done.is_set():
+                try:
+                    answered.append(triton.infer("feedback_text", [text]).as_numpy("PROBS"))
+                except InferenceServerException as error:
+                    errors.append(error)
+        finally:
+            triton.close()
+
+    monkeypatch.setattr(export_cli, "fit", untrained)
+    with run_server(repo, tmp_path / "server.log") as server:
+        clients = [threading.Thread(target=classify, args=(server.grpc_url, answered)) for answered in answers.values()]
+        for client in clients:
+            client.start()
+        try:
+            export_cli.export_default(repo, "small", datasets.synthetic(), seed=14)
+            new = InProcessEnsemble(repo).classify(texts)["PROBS"]
+            deadline = time.monotonic() + 60
+            while not all(np.allclose(a[-1], new, atol=1e-5) for a in answers.values()) and time.monotonic() < deadline:
+                time.sleep(POLL_SECS)
+            time.sleep(2 * POLL_SECS)  # and some more answers from the new state
+        finally:
+            done.set()
+            for client in clients:
+                client.join()
+    assert errors == []
+    for answered in answers.values():
+        which = "".join(
+            "o" if np.allclose(a, old, atol=1e-5) else "n" if np.allclose(a, new, atol=1e-5) else "m" for a in answered
+        )
+        assert re.fullmatch("o+m*n+", which), f"old (o), mixed (m) and new (n) answers in this order: {which}"
 
 
 def tiny_checkpoint(path, labels, tokenizer: str):
@@ -110,7 +236,7 @@ def test_from_pretrained_is_served_as_a_new_model_and_as_a_new_member_version(tm
 
     ids, mask = reference.tokenize([c.text for c in corpus.generate(16)])
     expected = eager_probabilities(checkpoint, ids, mask, served)
-    for server in run_server(repo, tmp_path / "server.log"):
+    with run_server(repo, tmp_path / "server.log") as server:
         triton = grpcclient.InferenceServerClient(server.grpc_url)
         inputs = [grpcclient.InferInput(n, list(ids.shape), "INT64") for n in ("INPUT_IDS", "ATTENTION_MASK")]
         inputs[0].set_data_from_numpy(ids)
@@ -134,7 +260,7 @@ def test_checkpoint_with_its_own_tokenizer_is_served_through_it(tmp_path, served
         texts, padding="max_length", max_length=128, truncation=True, return_tensors="np"
     )
     expected = eager_probabilities(checkpoint, encoded["input_ids"], encoded["attention_mask"], served)
-    for server in run_server(repo, tmp_path / "server.log"):
+    with run_server(repo, tmp_path / "server.log") as server:
         triton = grpcclient.InferenceServerClient(server.grpc_url)
         text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
         text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))

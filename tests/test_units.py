@@ -13,6 +13,8 @@ from python_backend.fuse import labels, make_combiner, stack_members, weighted_m
 from python_backend.text import decode_rows
 from python_backend.validation import check_token_inputs
 
+pytestmark = pytest.mark.unit
+
 
 def test_corpus_is_deterministic_and_covers_every_topic():
     first, second = corpus.generate(500), corpus.generate(500)
@@ -145,7 +147,7 @@ def test_member_config_serves_the_shapes_instances_and_threads():
     config = parse(member_config(spec))
     assert [group.count for group in config.instance_group] == [shape.instances]
     assert config.parameters["INTRA_OP_THREAD_COUNT"].string_value == str(shape.threads)
-    assert config.parameters["INTER_OP_THREAD_COUNT"].string_value == "1"
+    assert "INTER_OP_THREAD_COUNT" not in config.parameters  # a reload with it aborts tritonserver 2.51
 
 
 def test_bench_gpu_variant_moves_only_the_members_to_the_gpu(tmp_path):
