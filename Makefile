@@ -18,7 +18,7 @@ export TRITON_SOURCE_DIR
 BENCH ?= quick
 PROFILE ?= small minilm
 
-.PHONY: install export serve test lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
+.PHONY: FORCE install export serve test test-fast lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
         rollback soak bench-overload reliability fuzz
 
 # The native backends are cached in build/native/<hash of their inputs>: after the first build this is a quick check.
@@ -32,19 +32,27 @@ $(INSTALLED): requirements.txt requirements-no-deps.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation --editable .
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Re-export when the exporter or the code it shares with the server changes; otherwise keep what is there.
-# deploy.py and validate.py are not the exporter: changing them must not re-export (replacing deployed versions).
+# Re-export when the exporter or the code it shares with the server changes, or an artifact is missing; otherwise
+# keep what is there. deploy.py and validate.py are not the exporter: changing them must not re-export (replacing
+# deployed versions). Export leaves unchanged models untouched, so only canary.json, always written, dates a run.
 NOT_EXPORTER := export/deploy.py export/validate.py
-$(ARTIFACTS) &: $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py)) python_backend/text.py python_backend/fuse.py
+EXPORTED := model_repository/canary.json
+$(EXPORTED): $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py)) python_backend/text.py \
+             python_backend/fuse.py $(if $(filter-out $(wildcard $(ARTIFACTS)),$(ARTIFACTS)),FORCE)
 	$(PY) -m export
 
-export: $(ARTIFACTS)
+export: $(EXPORTED)
+
+FORCE:
 
 serve: install export
 	$(PY) -m server
 
 test: install export compose-tools scan-tools
 	$(PY) -m pytest
+
+test-fast: install export compose-tools  # the unit tests alone (pytest -m unit): no server, about 20 s
+	$(PY) -m pytest -m unit
 
 bench: install export
 	$(PY) -m perf --mode $(BENCH) $(foreach profile,$(PROFILE),--profile $(profile))

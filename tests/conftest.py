@@ -3,6 +3,7 @@
 import secrets
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,10 @@ class Server:
         return admin_headers(protocol, self.admin_key)
 
 
+@contextmanager
 def run_server(repository: Path, log: Path, model_control: str = "poll", refusals_leak: bool = False):
-    """Start, wait for readiness, yield; on the way out stop it and check that its shm regions are gone.
+    """Start, wait for readiness, yield; on the way out, an exception included, stop it and check that its shm
+    regions are gone.
 
     refusals_leak: the test makes the server refuse requests inside an ensemble (full queue). tritonserver 2.51 then
     counts them as in flight forever, so shutdown waits its exit timeout and leaves the stubs' regions (stop()
@@ -71,9 +74,19 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
         assert not left, f"shared-memory regions left behind: {sorted(map(str, left))}; shutdown: {shutdown}"
 
 
+def pytest_collection_modifyitems(items):
+    """Unit tests first, then the server tests, the slow ones last, so that a broken unit shows in seconds. A test
+    not marked unit starts servers: it is marked server (`pytest -m "not server"` is the unit tests)."""
+    for item in items:
+        if not item.get_closest_marker("unit"):
+            item.add_marker(pytest.mark.server)
+    items.sort(key=lambda item: 0 if item.get_closest_marker("unit") else 2 if item.get_closest_marker("slow") else 1)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Server:
-    yield from run_server(REPOSITORY, tmp_path_factory.mktemp("triton") / "server.log")
+    with run_server(REPOSITORY, tmp_path_factory.mktemp("triton") / "server.log") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -189,6 +189,7 @@ def test_shm_without_the_admin_key_is_refused_and_leaves_nothing(server, protoco
         assert not [name for name in observer.registered_regions() if name.startswith(client.prefix)]
 
 
+@pytest.mark.unit
 def test_unreachable_server_is_reported_as_unavailable():
     (port,) = free_ports(1)
     for protocol in ("grpc", "http"):
@@ -242,6 +243,7 @@ def test_cli_classify_health_models_and_exit_codes(server, tmp_path):
         assert done.stderr.startswith("error:") and "Traceback" not in done.stderr, done.stderr
 
 
+@pytest.mark.unit
 def test_bulk_file_with_a_missing_column_is_refused_before_writing(tmp_path):
     source = tmp_path / "comments.jsonl"
     source.write_text('{"comment": "hi"}\n')

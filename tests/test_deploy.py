@@ -84,7 +84,8 @@ class TestPollMode:
     @pytest.fixture(scope="class")
     @classmethod
     def server(cls, repo, tmp_path_factory):
-        yield from run_server(repo, tmp_path_factory.mktemp("poll") / "server.log")
+        with run_server(repo, tmp_path_factory.mktemp("poll") / "server.log") as running:
+            yield running
 
     def test_deploy_and_rollback_under_load_fail_no_request(self, server, repo, tmp_path):
         model_dir = repo / "transformer"
@@ -199,7 +200,8 @@ class TestExplicitMode:
     @pytest.fixture(scope="class")
     @classmethod
     def server(cls, repo, tmp_path_factory):
-        yield from run_server(repo, tmp_path_factory.mktemp("explicit") / "server.log", model_control="explicit")
+        with run_server(repo, tmp_path_factory.mktemp("explicit") / "server.log", model_control="explicit") as running:
+            yield running
 
     def test_deploy_and_rollback_through_the_load_api_fail_no_request(self, server, repo, tmp_path):
         model_dir = repo / "transformer"

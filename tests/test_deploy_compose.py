@@ -17,6 +17,8 @@ import yaml
 from server.launch import ROOT, TRITON, Ports, environment, prepare_backends, stop, wait_ready
 from tests.conftest import free_ports
 
+pytestmark = pytest.mark.unit
+
 COMPOSE = ROOT / "build" / "compose-venv" / "bin" / "docker-compose"
 KEY = "compose-test-key-0123456789"
 SECRETS = {"TRITON_ADMIN_KEY": KEY, "GRAFANA_ADMIN_PASSWORD": "compose-test-password"}

@@ -13,6 +13,8 @@ from deploy.tools import kubectl
 from server.launch import ROOT
 from tests.conftest import REPOSITORY, installed
 
+pytestmark = pytest.mark.unit
+
 K8S = ROOT / "deploy" / "k8s"
 
 

@@ -64,7 +64,8 @@ def test_overlay_replaces_only_what_it_wrote(overlay, tmp_path):
 def auto_server(tmp_path_factory):
     target = tmp_path_factory.mktemp("overlay_auto") / "repository"
     write_overlay(REPOSITORY, target, kind="auto", tensorrt=True)
-    yield from run_server(target, tmp_path_factory.mktemp("triton_overlay") / "server.log")
+    with run_server(target, tmp_path_factory.mktemp("triton_overlay") / "server.log") as running:
+        yield running
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

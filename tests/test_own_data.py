@@ -69,7 +69,7 @@ def test_label_set_comes_from_the_data(shop_repository):
 def test_own_labels_come_back_through_the_library_and_the_cli(shop_repository, tmp_path):
     texts = ["my package never showed up, thanks", "the zipper broke !", "the shoes run small"]
     expected = ["delivery", "quality", "sizing"]
-    for server in run_server(shop_repository, tmp_path / "server.log"):
+    with run_server(shop_repository, tmp_path / "server.log") as server:
         with FeedbackClient(server.grpc_url) as client:
             predictions = client.classify(texts)
         done = feedback_cli("classify", *texts, "--url", server.grpc_url, "--format", "jsonl")

@@ -2,6 +2,7 @@
 return well-formed arrays or raise BadRequest with a message; nothing else escapes to crash a model instance."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -11,6 +12,8 @@ from python_backend.errors import BadRequest
 from python_backend.fuse import labels, stack_members, stacking, weighted_mean
 from python_backend.text import decode_rows
 from python_backend.validation import check_token_inputs
+
+pytestmark = pytest.mark.unit
 
 VOCAB, MAX_SEQ, CLASSES = 1000, 512, 6
 DTYPES = st.sampled_from([np.int64, np.int32, np.int8, np.uint64, np.float32, np.float64, np.bool_, np.object_])

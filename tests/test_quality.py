@@ -44,7 +44,7 @@ def test_realistic_ensemble_reaches_its_bar_on_handwritten_comments(minilm_repos
 def test_pretrained_member_is_served_as_computed_in_process(minilm_repository, tmp_path):
     texts, _ = evaluate.read(evaluate.HANDWRITTEN)
     expected = InProcessEnsemble(minilm_repository).classify(texts)
-    for server in run_server(minilm_repository, tmp_path / "server.log"):
+    with run_server(minilm_repository, tmp_path / "server.log") as server:
         triton = grpcclient.InferenceServerClient(server.grpc_url)
         text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
         text.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=object))

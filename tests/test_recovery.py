@@ -173,7 +173,7 @@ def test_probe_fails_a_server_that_answers_wrongly(tmp_path):
     config = repository / "fuse" / "config.pbtxt"
     names = re.search(r'key: "class_names" value: \{ string_value: "([^"]+)"', config.read_text())[1]
     config.write_text(config.read_text().replace(names, ",".join(reversed(names.split(",")))))
-    for server in run_server(repository, tmp_path / "server.log"):
+    with run_server(repository, tmp_path / "server.log") as server:
         checks = {check.model: check for check in probe.probe(f"http://{server.http_url}", repository=repository)}
     assert {"feedback_text", "feedback", "feedback_routed"} <= set(checks)
     for check in checks.values():

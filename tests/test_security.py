@@ -80,6 +80,7 @@ def test_inference_health_and_metadata_stay_open(server, reference, protocol):
         assert triton.get_model_config("feedback_text")
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key", ["short", "has:colon-and-more-characters", "has=equals-and-more-characters", ""])
 def test_a_key_the_flag_cannot_carry_is_refused_before_start(key):
     with pytest.raises(ValueError, match="at least 16 characters"):

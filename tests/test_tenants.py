@@ -54,7 +54,8 @@ def repo(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repo, tmp_path_factory):
-    yield from run_server(repo, tmp_path_factory.mktemp("tenants") / "server.log")
+    with run_server(repo, tmp_path_factory.mktemp("tenants") / "server.log") as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
