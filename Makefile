@@ -19,7 +19,7 @@ BENCH ?= quick
 PROFILE ?= small minilm
 
 .PHONY: FORCE install export serve test test-fast lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
-        rollback soak bench-overload reliability fuzz
+        rollback soak bench-overload bench-swap bench-tenants reliability fuzz
 
 # The native backends are cached in build/native/<hash of their inputs>: after the first build this is a quick check.
 install: $(INSTALLED)
@@ -58,7 +58,13 @@ bench: install export
 	$(PY) -m perf --mode $(BENCH) $(foreach profile,$(PROFILE),--profile $(profile))
 
 bench-client: export  # shared memory against plain gRPC through the client library
-	$(PY) -m perf.client_shm --output perf/results/client_shm.md
+	$(PY) -m perf.client_shm --output perf/results/client_shm
+
+bench-swap: export  # deploy and roll back a transformer version under steady gRPC load: failures, latency, delays
+	$(PY) -m perf.model_swap --output perf/results/model_swap
+
+bench-tenants: export  # each path a tenant's request can take (default, per-tenant ensemble, BLS routing)
+	$(PY) -m perf.tenant_routing --output perf/results/tenant_routing
 
 # Reliability (issue #8), opt-in: long runs that `make test` keeps short.
 SOAK_SECONDS ?= 600
@@ -66,10 +72,13 @@ soak: export  # steady perf_analyzer load (shm and plain); fails on RSS or /dev/
 	$(PY) -m perf.soak --seconds $(SOAK_SECONDS) --output perf/results/soak
 
 bench-overload: export  # about 10x the sustainable rate on the bounded queues
-	$(PY) -m perf.overload --output perf/results/overload.md
+	$(PY) -m perf.overload --output perf/results/overload
 
 reliability: export  # kill -9 every model's stub under load (make test kills fuse's only), and the server
-	RELIABILITY_FULL=1 $(PY) -m pytest -s tests/test_recovery.py
+	mkdir -p perf/results/reliability
+	$(PY) -c 'import pathlib, perf.report as r; r.record_run(pathlib.Path("perf/results/reliability"), {"RELIABILITY_FULL": 1})'
+	set -o pipefail; RELIABILITY_FULL=1 $(PY) -m pytest -s -p no:warnings tests/test_recovery.py \
+	    | tee perf/results/reliability/output.txt
 
 fuzz: export  # 3,000 malformed requests per protocol instead of make test's 300
 	FUZZ_REQUESTS=6000 $(PY) -m pytest -s tests/test_fuzz_live.py tests/test_properties.py

@@ -1,11 +1,12 @@
 """Shared-memory tensors against plain gRPC, through the client library, from 1 row to a 64 x 512 batch.
 
-python -m perf.client_shm [--seconds 3] [--output perf/results/client_shm.md]   (make bench-client)
+python -m perf.client_shm [--seconds 3] [--output perf/results/client_shm]   (make bench-client)
 
 Starts its own tritonserver on free ports, then for each batch shape calls the `feedback` ensemble (token ids in,
 probabilities out) with FeedbackClient(shm="none") and FeedbackClient(shm="system") in turn, one request at a time,
 for a fixed time each, and prints per-call latency (p50, p99) and rows/s. Ids are drawn from the tokenizer's
-vocabulary so every row is valid; the same arrays go through both modes.
+vocabulary so every row is valid; the same arrays go through both modes. Writes run.json (machine, start, commit,
+settings) and summary.md (the printed table) into the folder <output>.
 """
 
 import argparse
@@ -19,6 +20,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from client import FeedbackClient
+from perf.report import start_scenario, write_summary
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
@@ -41,8 +43,9 @@ def measure(client: FeedbackClient, ids: np.ndarray, mask: np.ndarray, seconds: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="per shape and mode")
-    parser.add_argument("--output", type=Path, help="also write the markdown table here")
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "client_shm")
     args = parser.parse_args()
+    start_scenario(args.output, args)
 
     ports = Ports(*free_ports(3))
     server = start(ROOT / "model_repository", ports, log=ROOT / "build" / "client_shm_server.log")
@@ -72,11 +75,8 @@ def main() -> None:
             client.close()
     finally:
         stop(server)
-    table = "\n".join(lines)
-    print("\n" + table)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table + "\n")
+    print("\n" + "\n".join(lines))
+    write_summary(args.output, "client_shm", lines, markdown=True)
 
 
 if __name__ == "__main__":

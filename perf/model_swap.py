@@ -1,12 +1,14 @@
 """Deploy a new transformer version while `feedback` is under steady load, roll it back, and report what clients saw.
 
     python -m perf.model_swap [--seconds 45] [--threads 3] [--model-control poll|explicit] [--poll-secs 5]
+                              [--output perf/results/model_swap]      (make bench-swap)
 
 Starts its own tritonserver on a copy of model_repository/ (poll mode every 5 s as `make serve` runs, or explicit),
 runs closed-loop gRPC clients (batch 4) for the whole time, deploys a new version (perf/candidates.py: visibly
 different answers, same accuracy) at 1/3 of the time and rolls back at 2/3. Prints failed requests, p50/p99 latency
 in steady state and in each swap window (from the command until one second after the first answer of the new
-version), and each swap's delay: command to first answer of the new version (poll wait + load + warm-up).
+version), and each swap's delay: command to first answer of the new version (poll wait + load + warm-up). Writes
+run.json (machine, start, commit, settings) and summary.md (what it prints) into the folder <output>.
 """
 
 import argparse
@@ -21,6 +23,7 @@ import tritonclient.http as httpclient
 from export.deploy import deploy, rollback
 from export.validate import held_out
 from perf import candidates
+from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.inprocess import latest_version
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
@@ -42,7 +45,9 @@ def main() -> None:
     parser.add_argument("--model-control", choices=("poll", "explicit"), default="poll")
     parser.add_argument("--poll-secs", type=int, default=5)
     parser.add_argument("--log", type=Path, help="keep the server's log here (default: deleted with the scratch copy)")
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "model_swap")
     args = parser.parse_args()
+    start_scenario(args.output, args)
 
     with tempfile.TemporaryDirectory(prefix="model-swap-") as scratch:
         repo = Path(scratch) / "model_repository"
@@ -75,19 +80,21 @@ def main() -> None:
             client.close()
         finally:
             stop(process)
-    report(args, load, versions, swaps)
+    lines = report(args, load, versions, swaps)
+    print("\n" + "\n".join(lines))
+    write_summary(args.output, "model_swap", lines)
 
 
-def report(args, load: SteadyLoad, versions: dict[str, np.ndarray], swaps: list) -> None:
+def report(args, load: SteadyLoad, versions: dict[str, np.ndarray], swaps: list) -> list[str]:
     records = load.records
     mode = f"poll mode (every {args.poll_secs} s)" if args.model_control == "poll" else "explicit mode"
     sources = [served_by(r, TRANSFORMER_COLUMN, versions) for r in records]
     seconds = records[-1].end - records[0].start
-    print(
-        f"\n{mode}, {args.threads} clients, batch {LOAD_ROWS}, "
+    lines = [
+        f"{mode}, {args.threads} clients, batch {LOAD_ROWS}, "
         f"{seconds:.0f} s of load: {len(records)} requests, {len(load.failures())} failed, "
         f"{sources.count(None)} answered by an unknown version"
-    )
+    ]
     in_swap = np.zeros(len(records), dtype=bool)
     ends = [swap[1] for swap in swaps[1:]] + [records[-1].end]  # each swap is judged until the next is commanded
     for (label, commanded, visible, expect), until in zip(swaps, ends, strict=True):
@@ -95,15 +102,16 @@ def report(args, load: SteadyLoad, versions: dict[str, np.ndarray], swaps: list)
         late = [r for r, s in zip(records, sources, strict=True) if first < r.start < until and s != expect]
         window = np.array([commanded <= r.end and r.start <= first + 1 for r in records])
         in_swap |= window
-        print(
+        lines.append(
             f"{label:>8}: command {visible - commanded:5.2f} s (checks; explicit mode: + load and warm-up); "
             f"first answer of the {expect} version {first - visible:5.2f} s after it returned; "
             f"{len(late)} later answers from the other version"
         )
         during = [r.end - r.start for r, w in zip(records, window, strict=True) if w]
-        print(f"{'':>8}  swap window   {percentiles(during)}")
+        lines.append(f"{'':>8}  swap window   {percentiles(during)}")
     steady = [r.end - r.start for r, w in zip(records, in_swap, strict=True) if not w]
-    print(f"{'':>8}  steady state  {percentiles(steady)}")
+    lines.append(f"{'':>8}  steady state  {percentiles(steady)}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """Overload: `feedback_text` at about 10x its sustainable rate, with perf_analyzer, on the bounded member queues.
 
-python -m perf.overload [--factor 10] [--seconds 20] [--output perf/results/overload.md]    (make bench-overload)
+python -m perf.overload [--factor 10] [--seconds 20] [--output perf/results/overload]    (make bench-overload)
 
 Starts its own tritonserver on free ports. Measures the sustainable rate (perf_analyzer at concurrency 4), then
 offers `factor` times that rate (request-rate mode) for `seconds`, and reports what the server did with it: requests
 offered, succeeded and refused by kind (from the server's own failure counters and log), latency of what
 succeeded, and the server's RSS (tritonserver and stubs) before, at peak and after. Then checks that it still
-answers a request correctly.
+answers a request correctly. Writes run.json (machine, start, commit, settings) and summary.md (what it prints) into
+the folder <output>; exits 1 when the server no longer answers correctly.
 """
 
 import argparse
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from perf import pa
 from perf.procstats import rss_bytes
+from perf.report import start_scenario, write_summary
 from server import probe
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
@@ -57,8 +59,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--factor", type=float, default=10)
     parser.add_argument("--seconds", type=int, default=20)
-    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "overload.md")
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "overload")
     args = parser.parse_args()
+    start_scenario(args.output, args)
     ports = Ports(*free_ports(3))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -117,9 +120,8 @@ def main() -> None:
         f" MiB, after {rss['after'] / 2**20:.0f} MiB",
         f"canary probe after the flood: {'ok' if healthy else 'FAILED'}",
     ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    write_summary(args.output, "overload", lines)
     raise SystemExit(0 if healthy else 1)
 
 

@@ -3,6 +3,7 @@
 `python -m perf.report DIR` rebuilds them from DIR's CSVs.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -26,6 +27,7 @@ SHM = "triton_grpc_shm"  # the served system the issue's targets are set for
 TARGET_CONCURRENCY = 16
 MEMBERS = ("transformer", "textcnn")  # the ensemble's parallel step
 RUN_FILE = "run.json"  # machine, start time, commit and settings, recorded when the run starts
+SUMMARY_FILE = "summary.md"  # a scenario's figures (perf/soak.py, perf/overload.py...), as it printed them
 MACHINE_CPU_PCT = 100 * (os.cpu_count() or 1)  # what every process together could use
 FLOOR = "floor_native"  # Triton serving a trivial native model alone (perf/floors.py)
 TARGETS_13 = {  # issue #13's goals, checked against each run
@@ -92,6 +94,21 @@ def run_line(out: Path) -> str:
     except FileNotFoundError:
         return "Machine, date and commit: not recorded with this run."
     return f"Machine: {run['machine']}; run started {run['started']} at commit {run['commit']}."
+
+
+def start_scenario(out: Path, args: argparse.Namespace) -> None:
+    """A scenario's output folder (perf/soak.py, perf/overload.py...), with the run and its command-line settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    record_run(out, {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()})
+
+
+def write_summary(out: Path, title: str, lines: list[str], markdown: bool = False) -> Path:
+    """out/summary.md: the title, the run's machine, time and commit, then the figure lines the scenario printed,
+    as they were printed (in a text block, which keeps their alignment) or, with `markdown`, as markdown."""
+    body = lines if markdown else ["```text", *lines, "```"]
+    path = out / SUMMARY_FILE
+    path.write_text("\n".join([f"# {title}", "", run_line(out), "", *body]) + "\n")
+    return path
 
 
 def overhead_sentence(overhead: dict) -> str:

@@ -4,10 +4,10 @@ python -m perf.soak [--seconds 600] [--output perf/results/soak]      (make soak
 
 Starts its own tritonserver on free ports, runs two perf_analyzer loops for the whole time (one with
 `--shared-memory system`, one plain; each a series of ~10 s measurements), and every 2 s samples the server's
-resident memory (tritonserver and its stubs) and the /dev/shm regions it maps. Writes <output>.csv (one row per
-sample, with the latest p50/p99 latency and throughput of each loop) and <output>.png, prints a summary, and exits
-1 when RSS or /dev/shm grew beyond the bounds between the first and the last fifth of the run (after warm-up), or
-when a request failed.
+resident memory (tritonserver and its stubs) and the /dev/shm regions it maps. Writes into the folder <output>:
+run.json (machine, start, commit, settings), soak.csv (one row per sample, with the latest p50/p99 latency and
+throughput of each loop), soak.png and summary.md (the summary it prints), and exits 1 when RSS or /dev/shm grew
+beyond the bounds between the first and the last fifth of the run (after warm-up), or when a request failed.
 """
 
 import argparse
@@ -24,6 +24,7 @@ from pathlib import Path
 
 from perf import pa
 from perf.procstats import rss_bytes, shm_bytes
+from perf.report import start_scenario, write_summary
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "soak")
     args = parser.parse_args()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+    start_scenario(args.output, args)
     ports = Ports(*free_ports(3))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -122,20 +123,26 @@ def main() -> None:
         finally:
             stop(server)
     warm = [row for row in rows if row["t_s"] >= min(30, args.seconds / 5)]  # after warm-up
-    with args.output.with_suffix(".csv").open("w", newline="") as file:
+    table, image = args.output / "soak.csv", args.output / "soak.png"
+    with table.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, args.output.with_suffix(".png"))
+    plot(rows, image)
     rss_growth, shm_growth = growth(warm, "rss_mib"), growth(warm, "shm_mib")
     p99 = {mode: (warm[0][f"{mode}_p99_ms"], warm[-1][f"{mode}_p99_ms"]) for mode in MODES}
-    print(f"soak {args.seconds:.0f} s on {platform.machine()}, {datetime.date.today()}: {len(rows)} samples")
-    print(f"RSS {warm[0]['rss_mib']:.0f} -> {warm[-1]['rss_mib']:.0f} MiB (growth {rss_growth:+.1f} MiB)")
-    print(f"/dev/shm {warm[0]['shm_mib']:.1f} -> {warm[-1]['shm_mib']:.1f} MiB (growth {shm_growth:+.1f} MiB)")
+    lines = [
+        f"soak {args.seconds:.0f} s on {platform.machine()}, {datetime.date.today()}: {len(rows)} samples",
+        f"RSS {warm[0]['rss_mib']:.0f} -> {warm[-1]['rss_mib']:.0f} MiB (growth {rss_growth:+.1f} MiB)",
+        f"/dev/shm {warm[0]['shm_mib']:.1f} -> {warm[-1]['shm_mib']:.1f} MiB (growth {shm_growth:+.1f} MiB)",
+    ]
     for mode, (first, last) in p99.items():
-        print(f"{mode}: p99 {first:.2f} -> {last:.2f} ms, last throughput {warm[-1][f'{mode}_infer_per_s']:.0f}/s")
-    print(f"failed inferences (server counters): {failed}; perf_analyzer errors: {errors or 'none'}")
-    print(f"wrote {args.output.with_suffix('.csv')} and {args.output.with_suffix('.png')}")
+        throughput = warm[-1][f"{mode}_infer_per_s"]
+        lines.append(f"{mode}: p99 {first:.2f} -> {last:.2f} ms, last throughput {throughput:.0f}/s")
+    lines.append(f"failed inferences (server counters): {failed}; perf_analyzer errors: {errors or 'none'}")
+    print("\n".join(lines))
+    summary = write_summary(args.output, "soak", lines)
+    print(f"wrote {table}, {image} and {summary}")
     bad = rss_growth * 2**20 > RSS_BOUND or shm_growth * 2**20 > SHM_BOUND or failed or errors
     raise SystemExit(1 if bad else 0)
 

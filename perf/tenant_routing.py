@@ -1,11 +1,13 @@
 """What per-customer routing costs: the same request through each path a tenant's request can take.
 
-    python -m perf.tenant_routing [--seconds 12] [--rounds 4] [--threads 1 4]
+    python -m perf.tenant_routing [--seconds 12] [--rounds 4] [--threads 1 4] [--output perf/results/tenant_routing]
+                                                                                       (make bench-tenants)
 
 Starts its own tritonserver on a copy of model_repository/, deploys a custom transformer for tenant `acme`, then runs
 closed-loop gRPC clients (batch 4) against, in turn: `feedback` (the default ensemble), `feedback__acme` (the
 generated per-tenant ensemble, chosen by the client), and `feedback_routed` with TENANT=acme and without TENANT
-(server-side routing: one BLS call from a Python model into the ensemble). Prints p50/p99 and throughput of each.
+(server-side routing: one BLS call from a Python model into the ensemble). Prints p50/p99 and throughput of each,
+and writes run.json (machine, start, commit, settings) and summary.md (what it prints) into the folder <output>.
 """
 
 import argparse
@@ -18,6 +20,7 @@ from export.deploy import deploy
 from export.validate import held_out
 from perf import candidates
 from perf.model_swap import percentiles
+from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
@@ -34,7 +37,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12, help="per path and client count")
     parser.add_argument("--rounds", type=int, default=4, help="the seconds are split into this many interleaved slices")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "tenant_routing")
     args = parser.parse_args()
+    start_scenario(args.output, args)
     ids, mask, _ = held_out(ROOT / "model_repository")
     with tempfile.TemporaryDirectory(prefix="tenant-routing-") as scratch:
         repo = Path(scratch) / "model_repository"
@@ -66,8 +71,10 @@ def main() -> None:
                     )
         finally:
             stop(process)
-    print(f"\nbatch {LOAD_ROWS}, {args.seconds:.0f} s per line in {args.rounds} interleaved slices, closed-loop gRPC")
-    print("\n".join(rows))
+    lines = [f"batch {LOAD_ROWS}, {args.seconds:.0f} s per line in {args.rounds} interleaved slices, closed-loop gRPC"]
+    lines += rows
+    print("\n" + "\n".join(lines))
+    write_summary(args.output, "tenant_routing", lines)
 
 
 if __name__ == "__main__":
