@@ -6,8 +6,7 @@ backends: only standard fields plus `parameters`, which the native backends igno
 
 from dataclasses import dataclass
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
+from python_backend.layout import parse_config
 
 MAX_BATCH_SIZE = 64
 PREFERRED_BATCH_SIZES = (8, 16, 32)
@@ -100,12 +99,8 @@ model_warmup [
   }}
 ]
 """
-    parse(text)  # never write a config Triton would refuse
+    parse_config(text)  # never write a config Triton would refuse
     return text
-
-
-def parse(text: str) -> model_config_pb2.ModelConfig:
-    return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
 def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
@@ -135,5 +130,5 @@ instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {_parameter("vocab_size", vocab_size)}
 {_parameter("max_seq_len", max_seq_len)}
 """
-    parse(text)
+    parse_config(text)
     return text

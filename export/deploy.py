@@ -32,19 +32,14 @@ from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
 from client.admin import admin_headers
-from export import configs, repository
+from export import repository
 from export.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from python_backend.errors import BadRequest
+from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
 from server.launch import precompile
 
 SERVE_TIMEOUT_S = 300
-
-
-def versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def retired(repo: Path) -> Path:
@@ -103,22 +98,19 @@ def deploy(
         name = tenant_model(model, tenant) if tenant else model
     except BadRequest as error:
         raise Rejected(str(error)) from None
-    source_versions = versions(source)
-    if not (source / "config.pbtxt").is_file() or not source_versions:
+    if not (source / "config.pbtxt").is_file() or not versions(source):
         raise Rejected(f"{source}: expected a model folder with config.pbtxt and a numbered version folder")
     try:
-        config = configs.parse((source / "config.pbtxt").read_text())
+        config = read_config(source)
     except text_format.ParseError as error:
         raise Rejected(f"config.pbtxt does not parse: {error}") from None
     config.name = name  # the folder names the model; a candidate exported under another name is renamed
     config_text = text_format.MessageToString(config)
     model_dir = repo / name
     with repository.locked(repo), repository.staging(repo) as stage:
-        staged = stage_candidate(
-            stage, name, source / str(source_versions[-1]), repository.next_version(model_dir), config_text
-        )
+        staged = stage_candidate(stage, name, latest_version(source), next_version(model_dir), config_text)
         live_dir = model_dir if versions(model_dir) else repo / model  # a new tenant is held to the default's score
-        live = live_dir / str(versions(live_dir)[-1]) if versions(live_dir) else None
+        live = latest_version(live_dir) if versions(live_dir) else None
         report = validate(repo, model, stage, staged, config, live, (min_accuracy, max_drop))
         version = repository.install_version(staged, config_text, model_dir)
         ensembles = register_tenant(repo, tenant, model) if tenant else []  # [(name, config before or None)]
@@ -209,7 +201,7 @@ def rollback(
         role = model.split(SEPARATOR)[0]  # a tenant's model is checked as the member it replaces
         with repository.staging(repo) as stage:
             staged = stage_candidate(stage, model, target, version, config_text)
-            report = validate(repo, role, stage, staged, configs.parse(config_text), None, None)
+            report = validate(repo, role, stage, staged, parse_config(config_text), None, None)
         newer = [number for number in present if number > version]
         retire(repo, model, newer)  # now the target is the latest version, and Triton loads it
         if (model_dir / "config.pbtxt").read_text() != config_text:

@@ -19,12 +19,12 @@ from torch import nn
 
 from export import repository
 from export.artifacts import export_onnx
-from export.configs import MemberSpec, member_config, parse
+from export.configs import MemberSpec, member_config
 from export.deploy import deploy
 from export.members import MAX_POSITIONS, CheckedInputs
 from export.train import accuracy, predict
 from export.validate import MAX_DROP, MIN_ACCURACY, ensemble_interface, held_out, served_class_names
-from python_backend.inprocess import latest_version
+from python_backend.layout import latest_version, parse_config
 
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 TEXT_PAD_TO = 128  # what `<name>_tokenizer` pads to, at most the checkpoint's longest sequence
@@ -110,7 +110,7 @@ def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, pad_to
     tok.enable_padding(length=pad_to, pad_id=tok.padding["pad_id"] if tok.padding else 0)
     tok.save(str(folder / "1" / "tokenizer.json"))
     config = (template / "config.pbtxt").read_text().replace('name: "tokenizer"', f'name: "{name}_tokenizer"')
-    parse(config)
+    parse_config(config)
     (folder / "config.pbtxt").write_text(config)
     ensemble = f"""# Written by `python -m export --from-pretrained`: {name} through its own tokenizer.
 name: "{name}_text"
@@ -137,7 +137,7 @@ ensemble_scheduling {{
   ]
 }}
 """
-    parse(ensemble)
+    parse_config(ensemble)
     (stage / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
     (stage / f"{name}_text" / "config.pbtxt").write_text(ensemble)
     for model in (f"{name}_tokenizer", f"{name}_text"):

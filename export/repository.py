@@ -15,6 +15,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from python_backend.layout import next_version
+
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "model_repository"
 COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "tokenizer", "fuse")
@@ -61,11 +63,6 @@ def staging(repository: Path):
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def next_version(model_dir: Path) -> int:
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

@@ -16,10 +16,11 @@ import tritonclient.http as httpclient
 from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
-from export import configs, datasets, repository
+from export import datasets, repository
 from export.artifacts import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
 from export.train import accuracy
-from python_backend.inprocess import InProcessEnsemble, latest_version
+from python_backend.inprocess import InProcessEnsemble
+from python_backend.layout import latest_version, read_config
 from python_backend.text import encode
 from server.launch import Ports, free_ports, start, stop, wait_ready
 
@@ -55,7 +56,7 @@ def describe(tensor_spec: Spec) -> str:
 
 
 def read_configs(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
-    return {path.parent.name: configs.parse(path.read_text()) for path in repo.glob("*/config.pbtxt")}
+    return {path.parent.name: read_config(path.parent) for path in repo.glob("*/config.pbtxt")}
 
 
 def ensemble_interface(repo: Path, model: str) -> tuple[dict[str, Spec], dict[str, Spec], int]:
@@ -105,7 +106,7 @@ def check_interface(config: model_config_pb2.ModelConfig, repo: Path, role: str)
 
 def served_class_names(repo: Path) -> list[str]:
     """The label set the ensembles serve: the fuse step's, in column order."""
-    return configs.parse((repo / "fuse" / "config.pbtxt").read_text()).parameters["class_names"].string_value.split(",")
+    return read_config(repo / "fuse").parameters["class_names"].string_value.split(",")
 
 
 def check_label_set(config: model_config_pb2.ModelConfig, repo: Path) -> None:
@@ -298,7 +299,7 @@ def validate(repo: Path, role: str, stage: Path, version_dir: Path, config, live
         raise Rejected(f"held-out accuracy {candidate:.4f} is below the threshold {min_accuracy}")
     report = f"held-out accuracy {candidate:.4f}"
     if live is not None:
-        live_config = configs.parse((live.parent / "config.pbtxt").read_text())
+        live_config = read_config(live.parent)
         current = score(load_runner(live_config, live), ids, mask, labels, batch)
         if candidate < current - max_drop:
             raise Rejected(f"held-out accuracy {candidate:.4f} is more than {max_drop} under the live {current:.4f}")

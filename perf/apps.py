@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from perf import kserve
 from python_backend.errors import BadRequest
-from python_backend.inprocess import Fuse, InProcessEnsemble, load_member, read_config
+from python_backend.inprocess import Fuse, InProcessEnsemble, load_member
+from python_backend.layout import read_config
 from python_backend.validation import check_token_inputs
 
 

@@ -10,12 +10,11 @@ import torch
 from google.protobuf import text_format
 from onnx import numpy_helper
 
-from export import configs
 from export.artifacts import export_onnx, parity_samples
 from export.configs import MemberSpec, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TransformerClassifier
 from export.validate import served_class_names
-from python_backend.inprocess import latest_version
+from python_backend.layout import latest_version, read_config
 
 # Adding this to one class's logit moves every probability by up to about 10%, yet leaves the argmax (and so the
 # held-out accuracy) nearly unchanged: a new version whose answers are told apart from the old one's in every row.
@@ -58,7 +57,7 @@ def corrupt_onnx(repo: Path, destination: Path) -> Path:
 
 def without_warmup(repo: Path, destination: Path) -> Path:
     folder = copy_latest(repo, "transformer", destination)
-    config = configs.parse((folder / "config.pbtxt").read_text())
+    config = read_config(folder)
     config.ClearField("model_warmup")
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder
@@ -66,7 +65,7 @@ def without_warmup(repo: Path, destination: Path) -> Path:
 
 def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
     """An (untrained) transformer with 5 classes; its config declares `config_says` classes."""
-    vocab = configs.parse((repo / "transformer" / "config.pbtxt").read_text()).parameters["vocab_size"].string_value
+    vocab = read_config(repo / "transformer").parameters["vocab_size"].string_value
     torch.manual_seed(0)
     model = TransformerClassifier(torch.randn(int(vocab), 16), 5, SMALL_TRANSFORMER).eval()
     rng = np.random.default_rng(0)
@@ -92,7 +91,7 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
 def relabelled(repo: Path, destination: Path) -> Path:
     """The live transformer, its config claiming the served classes in another order: same shapes, other meaning."""
     folder = copy_latest(repo, "transformer", destination)
-    config = configs.parse((folder / "config.pbtxt").read_text())
+    config = read_config(folder)
     names = config.parameters["class_names"].string_value.split(",")
     config.parameters["class_names"].string_value = ",".join(names[1:] + names[:1])
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
@@ -103,7 +102,7 @@ def fuse_with(repo: Path, destination: Path, parameter: str, value: str) -> Path
     """The live fuse step with one config parameter changed: `combiner` (another way to combine, as good), or
     `class_names` (the classes in another order: every row loads and sums to 1, and answers the wrong label)."""
     folder = copy_latest(repo, "fuse", destination)
-    config = configs.parse((folder / "config.pbtxt").read_text())
+    config = read_config(folder)
     config.parameters[parameter].string_value = value
     (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     return folder

@@ -7,7 +7,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from export.configs import MAX_BATCH_SIZE, PREFERRED_BATCH_SIZES, dynamic_batching, parse, tensor_line
+from export.configs import MAX_BATCH_SIZE, PREFERRED_BATCH_SIZES, dynamic_batching, tensor_line
+from python_backend.layout import parse_config
 from server.launch import ROOT
 
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
@@ -29,7 +30,7 @@ instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
 parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
 """
-    parse(text)
+    parse_config(text)
     return text
 
 

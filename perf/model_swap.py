@@ -25,7 +25,7 @@ from export.validate import held_out
 from perf import candidates
 from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
-from python_backend.inprocess import latest_version
+from python_backend.layout import latest_version
 from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
 
 REPOSITORY = ROOT / "model_repository"

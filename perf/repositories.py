@@ -15,7 +15,7 @@ from google.protobuf import text_format
 
 from deploy.gpu_overlay import GPU_PLATFORMS, to_gpu
 from export.members import PROFILES as EXPORT_PROFILES
-from python_backend.inprocess import read_config
+from python_backend.layout import read_config
 from server.launch import ROOT
 
 BUILD = ROOT / "build" / "bench"

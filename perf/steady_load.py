@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export import configs, repository
+from export import repository
 from export.validate import held_out, load_runner
+from python_backend.layout import parse_config
 
 TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer
 LOAD_ROWS = 4  # rows per request of the steady load
@@ -88,7 +89,7 @@ def answers(model_dir: Path, version: str, repo: Path = repository.COMMITTED) ->
     """What one version of a member answers for the load's rows (the first held-out rows of `repo`), in-process."""
     ids, mask, _ = held_out(repo)
     config_file = model_dir / version / "config.pbtxt"
-    config = configs.parse((config_file if config_file.exists() else model_dir / "config.pbtxt").read_text())
+    config = parse_config((config_file if config_file.exists() else model_dir / "config.pbtxt").read_text())
     return load_runner(config, model_dir / version)(ids[:LOAD_ROWS], mask[:LOAD_ROWS])
 
 

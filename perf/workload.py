@@ -12,7 +12,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from export import datasets
-from python_backend.inprocess import latest_version
+from python_backend.layout import latest_version
 from python_backend.text import encode
 
 COMMENTS = 64  # distinct requests perf_analyzer cycles through

@@ -9,21 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from google.protobuf import text_format
 from tokenizers import Tokenizer
-from tritonclient.grpc import model_config_pb2
 
 from python_backend.fuse import Fuse as FuseStep
+from python_backend.layout import latest_version, read_config
 from python_backend.text import encode
-
-
-def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-
-
-def latest_version(model_dir: Path) -> Path:
-    return max((p for p in model_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-
 
 Member = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
 

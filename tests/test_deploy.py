@@ -22,7 +22,7 @@ from perf.steady_load import (
     served_versions,
     wait_until,
 )
-from python_backend.inprocess import latest_version
+from python_backend.layout import latest_version
 from tests.conftest import POLL_SECS, REPOSITORY, run_server
 
 ENSEMBLES = ("feedback", "feedback_text")

@@ -7,15 +7,11 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from deploy.gpu_overlay import write_overlay
-from export.configs import parse
+from python_backend.layout import read_config
 from tests.conftest import REPOSITORY, run_server
 from tests.test_serving import TEXTS, assert_same, infer, text_tensor
 
 GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
-
-
-def config(repository, name) -> model_config_pb2.ModelConfig:
-    return parse((repository / name / "config.pbtxt").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +23,17 @@ def overlay(tmp_path_factory):
 
 def test_members_get_gpu_instances_and_accelerators(overlay):
     for name in ("transformer", "textcnn"):
-        assert [group.kind for group in config(overlay, name).instance_group] == [GPU]
-    transformer = config(overlay, "transformer")
+        assert [group.kind for group in read_config(overlay / name).instance_group] == [GPU]
+    transformer = read_config(overlay / "transformer")
     accelerators = transformer.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in accelerators] == ["tensorrt", "cuda"]
-    source = config(REPOSITORY, "transformer")
+    source = read_config(REPOSITORY / "transformer")
     max_seq = source.parameters["max_seq_len"].string_value
     expected = ",".join(f"{t.name}:{source.max_batch_size}x{max_seq}" for t in source.input)
     assert accelerators[0].parameters["trt_profile_max_shapes"] == expected
     # Everything but the device settings is the source's config.
     for name in ("transformer", "textcnn"):
-        gpu, cpu = config(overlay, name), config(REPOSITORY, name)
+        gpu, cpu = read_config(overlay / name), read_config(REPOSITORY / name)
         for changed in (gpu, cpu):
             changed.ClearField("instance_group")
             changed.ClearField("optimization")

@@ -9,6 +9,7 @@ from google.protobuf import text_format
 from client import Backoff, FeedbackClient
 from client.errors import ClientError, Overloaded
 from export import configs
+from python_backend.layout import parse_config, read_config
 from tests.conftest import REPOSITORY, repository_copy, run_server
 from tests.test_client import TEXTS, as_arrays, assert_same
 
@@ -18,12 +19,12 @@ TINY_QUEUE = 1
 def test_no_model_has_a_queue_policy_by_default():
     """A queue policy costs every request up to 500 ms in tritonserver 2.51 (see export/configs.py)."""
     for path in sorted(REPOSITORY.glob("*/config.pbtxt")):
-        config = configs.parse(path.read_text())
+        config = read_config(path.parent)
         assert not config.dynamic_batching.HasField("default_queue_policy"), path
 
 
 def test_the_bounded_queue_parses_as_a_rejecting_policy():
-    config = configs.parse(configs.dynamic_batching(bounded=True))
+    config = parse_config(configs.dynamic_batching(bounded=True))
     policy = config.dynamic_batching.default_queue_policy
     assert policy.max_queue_size == configs.MAX_QUEUE_SIZE
     assert policy.default_timeout_microseconds == configs.QUEUE_TIMEOUT_US
@@ -34,7 +35,7 @@ def test_the_bounded_queue_parses_as_a_rejecting_policy():
 def tiny_queue_server(tmp_path_factory):
     """The repository with a queue of one request on `feedback_text`'s first step, where the floods go."""
     repository = repository_copy(tmp_path_factory.mktemp("tiny_queue") / "repository")
-    config = configs.parse((repository / "tokenizer" / "config.pbtxt").read_text())
+    config = read_config(repository / "tokenizer")
     policy = config.dynamic_batching.default_queue_policy
     policy.max_queue_size, policy.default_timeout_microseconds = TINY_QUEUE, configs.QUEUE_TIMEOUT_US
     policy.timeout_action = policy.REJECT

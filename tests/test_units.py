@@ -5,11 +5,12 @@ import pytest
 import torch
 
 from export import corpus
-from export.configs import MemberSpec, member_config, parse
+from export.configs import MemberSpec, member_config
 from export.members import PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
 from python_backend.batching import run_batched
 from python_backend.errors import BadRequest
 from python_backend.fuse import labels, make_combiner, stack_members, weighted_mean
+from python_backend.layout import parse_config
 from python_backend.text import decode_rows
 from python_backend.validation import check_token_inputs
 
@@ -133,7 +134,7 @@ def test_member_config_parses_with_dynamic_batching_and_warmup():
     spec = MemberSpec(
         "m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"), ("a", "b"), 100, 512, 64
     )
-    config = parse(member_config(spec))
+    config = parse_config(member_config(spec))
     assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
     assert config.model_warmup[0].inputs["INPUT_IDS"].dims == [64]
     assert config.version_policy.HasField("latest")
@@ -144,7 +145,7 @@ def test_member_config_serves_the_shapes_instances_and_threads():
     spec = MemberSpec(
         "m", "pytorch_libtorch", ("A", "B"), ("P", "E"), ("a",), 100, 512, 128, shape.instances, shape.threads
     )
-    config = parse(member_config(spec))
+    config = parse_config(member_config(spec))
     assert [group.count for group in config.instance_group] == [shape.instances]
     assert config.parameters["INTRA_OP_THREAD_COUNT"].string_value == str(shape.threads)
     assert "INTER_OP_THREAD_COUNT" not in config.parameters  # a reload with it aborts tritonserver 2.51
@@ -152,7 +153,7 @@ def test_member_config_serves_the_shapes_instances_and_threads():
 
 def test_bench_gpu_variant_moves_only_the_members_to_the_gpu(tmp_path):
     from perf.repositories import variant
-    from python_backend.inprocess import read_config
+    from python_backend.layout import read_config
     from server.launch import ROOT
 
     copy = variant(ROOT / "model_repository", tmp_path / "gpu", gpu=True)
