@@ -21,7 +21,7 @@ from tokenizers import Tokenizer
 
 from client import FeedbackClient
 from perf.report import start_scenario, write_summary
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, serving
 
 SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
 MODES = ["none", "system"]
@@ -47,8 +47,6 @@ def main() -> None:
     args = parser.parse_args()
     start_scenario(args.output, args)
 
-    ports = Ports(*free_ports(3))
-    server = start(ROOT / "model_repository", ports, log=ROOT / "build" / "client_shm_server.log")
     rng = np.random.default_rng(0)
     vocab = Tokenizer.from_file(str(ROOT / "model_repository/tokenizer/1/tokenizer.json")).get_vocab_size()
     lines = [
@@ -58,9 +56,8 @@ def main() -> None:
         "| batch x seq | input bytes | plain gRPC p50 / p99 ms | system shm p50 / p99 ms | plain rows/s | shm rows/s |",
         "|---|---|---|---|---|---|",
     ]
-    try:
-        wait_ready(server, ports)
-        clients = {mode: FeedbackClient(f"127.0.0.1:{ports.grpc}", shm=mode) for mode in MODES}
+    with serving(ROOT / "model_repository", log=ROOT / "build" / "client_shm_server.log") as server:
+        clients = {mode: FeedbackClient(server.grpc_url, shm=mode) for mode in MODES}
         for rows, seq in SHAPES:
             ids = rng.integers(5, vocab, (rows, seq))
             mask = np.ones_like(ids)
@@ -73,8 +70,6 @@ def main() -> None:
             print(lines[-1], flush=True)
         for client in clients.values():
             client.close()
-    finally:
-        stop(server)
     print("\n" + "\n".join(lines))
     write_summary(args.output, "client_shm", lines, markdown=True)
 

@@ -26,7 +26,7 @@ from perf import candidates
 from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.layout import latest_version
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, serving
 
 REPOSITORY = ROOT / "model_repository"
 
@@ -56,17 +56,14 @@ def main() -> None:
         old = latest_version(model_dir).name
         source = candidates.shifted(repo, "transformer", Path(scratch) / "candidate")
         versions = {"old": answers(model_dir, old), "new": answers(source, "1")}
-        ports = Ports(*free_ports(3))
         log = args.log or Path(scratch) / "server.log"
-        process = start(repo, ports, poll_secs=args.poll_secs, log=log, model_control=args.model_control)
-        try:
-            wait_ready(process, ports)
-            server = f"127.0.0.1:{ports.http}" if args.model_control == "explicit" else None
+        with serving(repo, poll_secs=args.poll_secs, log=log, model_control=args.model_control) as running:
+            server = running.http_url if args.model_control == "explicit" else None
             ids, mask, _ = held_out(REPOSITORY)
             swaps = []  # (what, commanded at, visible to Triton at, the version that must answer after it)
             phase = args.seconds / 3
-            client = httpclient.InferenceServerClient(f"127.0.0.1:{ports.http}")
-            with SteadyLoad(f"127.0.0.1:{ports.grpc}", ids[:LOAD_ROWS], mask[:LOAD_ROWS], args.threads) as load:
+            client = httpclient.InferenceServerClient(running.http_url)
+            with SteadyLoad(running.grpc_url, ids[:LOAD_ROWS], mask[:LOAD_ROWS], args.threads) as load:
                 for label, action, expect, version in (
                     ("deploy", lambda: deploy(repo, "transformer", source, server), "new", str(int(old) + 1)),
                     ("rollback", lambda: rollback(repo, "transformer", server=server), "old", old),
@@ -78,8 +75,6 @@ def main() -> None:
                     wait_until(lambda v=version: served_versions(client, "transformer") == [v], f"{label} to serve")
                 time.sleep(phase)
             client.close()
-        finally:
-            stop(process)
     lines = report(args, load, versions, swaps)
     print("\n" + "\n".join(lines))
     write_summary(args.output, "model_swap", lines)

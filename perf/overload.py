@@ -27,7 +27,7 @@ from perf import pa
 from perf.procstats import rss_bytes
 from perf.report import start_scenario, write_summary
 from server import probe
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, serving
 
 REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
 
@@ -62,22 +62,20 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "overload")
     args = parser.parse_args()
     start_scenario(args.output, args)
-    ports = Ports(*free_ports(3))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         log, pa_log = work / "server.log", work / "perf_analyzer.log"
-        server = start(ROOT / "model_repository", ports, log=log)
-        try:
-            wait_ready(server, ports)
-            url, data = f"127.0.0.1:{ports.grpc}", pa.input_data(work)
+        with serving(ROOT / "model_repository", log=log) as server:
+            ports = server.ports
+            url, data = server.grpc_url, pa.input_data(work)
             steady = run(pa.command(url, data, work / "steady.csv", "--concurrency-range=4"), pa_log)
             rate = int(steady["Inferences/Second"] * args.factor)
-            rss = {"before": rss_bytes(server.pid)}
+            rss = {"before": rss_bytes(server.process.pid)}
             peak, done = [rss["before"]], threading.Event()
 
             def sample():
                 while not done.wait(0.5):
-                    peak.append(rss_bytes(server.pid))
+                    peak.append(rss_bytes(server.process.pid))
 
             sampler = threading.Thread(target=sample)
             sampler.start()
@@ -98,14 +96,12 @@ def main() -> None:
             done.set()
             sampler.join()
             time.sleep(3)  # what was queued drains
-            rss["peak"], rss["after"] = max(peak), rss_bytes(server.pid)
+            rss["peak"], rss["after"] = max(peak), rss_bytes(server.process.pid)
             succeeded = counters(ports.metrics, "success")["feedback_text"] - success_before["feedback_text"]
             failed = counters(ports.metrics, "failure")["feedback_text"] - failure_before["feedback_text"]
             text = log.read_text(errors="replace") + pa_log.read_text(errors="replace")
             kinds = {kind: text.count(marker) for kind, marker in REFUSALS.items()}
-            healthy = all(check.ok for check in probe.probe(f"http://127.0.0.1:{ports.http}"))
-        finally:
-            stop(server)
+            healthy = all(check.ok for check in probe.probe(f"http://{server.http_url}"))
     lines = [
         f"# Overload: feedback_text at {args.factor:g}x the sustainable rate ({datetime.date.today()}, "
         f"{platform.machine()}, {platform.node()})",

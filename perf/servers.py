@@ -79,14 +79,9 @@ def role(process: psutil.Process) -> str:
 
 @contextmanager
 def triton(repository: Path, log: Path):
-    ports = launch.Ports(*launch.free_ports(3))
     # Poll mode is for version drop-ins; a benchmark wants a repository that holds still.
-    process = launch.start(repository, ports, log=log, poll_secs=3600)
-    try:
-        launch.wait_ready(process, ports, timeout=300)
-        yield Running(f"127.0.0.1:{ports.http}", f"127.0.0.1:{ports.grpc}", [process])
-    finally:
-        launch.stop(process)
+    with launch.serving(repository, ready_timeout=300, log=log, poll_secs=3600) as server:
+        yield Running(server.http_url, server.grpc_url, [server.process])
 
 
 def _gunicorn(factory: str, port: int, env: dict[str, str], log) -> subprocess.Popen:

@@ -25,7 +25,7 @@ from pathlib import Path
 from perf import pa
 from perf.procstats import rss_bytes, shm_bytes
 from perf.report import start_scenario, write_summary
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, serving
 
 RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going
 SHM_BOUND = 16 * 2**20
@@ -93,17 +93,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=ROOT / "perf" / "results" / "soak")
     args = parser.parse_args()
     start_scenario(args.output, args)
-    ports = Ports(*free_ports(3))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        server = start(ROOT / "model_repository", ports, log=work / "server.log", admin_key=None)
-        try:
-            wait_ready(server, ports)
-            failed_before = failures(ports.metrics)
+        with serving(ROOT / "model_repository", log=work / "server.log", admin_key=None) as server:
+            failed_before = failures(server.ports.metrics)
             until = time.monotonic() + args.seconds
             latest = {mode: {"infer_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0} for mode in MODES}
             errors: list[str] = []
-            url, data = f"127.0.0.1:{ports.grpc}", pa.input_data(work)
+            url, data = server.grpc_url, pa.input_data(work)
             loops = [
                 threading.Thread(target=load_loop, args=(mode, url, data, work, until, latest, errors))
                 for mode in MODES
@@ -112,16 +109,14 @@ def main() -> None:
                 loop.start()
             rows, began = [], time.monotonic()
             while any(loop.is_alive() for loop in loops):
-                regions, shm = shm_bytes(server.pid)
-                row = {"t_s": round(time.monotonic() - began, 1), "rss_mib": rss_bytes(server.pid) / 2**20}
+                regions, shm = shm_bytes(server.process.pid)
+                row = {"t_s": round(time.monotonic() - began, 1), "rss_mib": rss_bytes(server.process.pid) / 2**20}
                 row |= {"shm_regions": regions, "shm_mib": shm / 2**20}
                 for mode in MODES:
                     row |= {f"{mode}_{key}": value for key, value in latest[mode].items()}
                 rows.append(row)
                 time.sleep(SAMPLE_SECONDS)
-            failed = failures(ports.metrics) - failed_before
-        finally:
-            stop(server)
+            failed = failures(server.ports.metrics) - failed_before
     warm = [row for row in rows if row["t_s"] >= min(30, args.seconds / 5)]  # after warm-up
     table, image = args.output / "soak.csv", args.output / "soak.png"
     with table.open("w", newline="") as file:

@@ -22,7 +22,7 @@ from perf import candidates
 from perf.model_swap import percentiles
 from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
-from server.launch import ROOT, Ports, free_ports, start, stop, wait_ready
+from server.launch import ROOT, serving
 
 PATHS = (
     ("feedback", None, "default ensemble"),
@@ -44,21 +44,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tenant-routing-") as scratch:
         repo = Path(scratch) / "model_repository"
         shutil.copytree(ROOT / "model_repository", repo, ignore=shutil.ignore_patterns("__pycache__"))
-        ports = Ports(*free_ports(3))
-        process = start(repo, ports, log=Path(scratch) / "server.log")
-        try:
-            wait_ready(process, ports)
+        with serving(repo, log=Path(scratch) / "server.log") as server:
             source = candidates.shifted(repo, "transformer", Path(scratch) / "candidate")
-            deploy(repo, "transformer", source, server=f"127.0.0.1:{ports.http}", tenant="acme")
+            deploy(repo, "transformer", source, server=server.http_url, tenant="acme")
             rows = []
             for threads in args.threads:
                 latencies, busy = {path: [] for path in PATHS}, dict.fromkeys(PATHS, 0.0)
                 for _ in range(args.rounds):  # interleaved, so that other jobs on the machine hit every path alike
                     for path in PATHS:
                         model, tenant, _ = path
-                        load = SteadyLoad(
-                            f"127.0.0.1:{ports.grpc}", ids[:LOAD_ROWS], mask[:LOAD_ROWS], threads, model, tenant
-                        )
+                        load = SteadyLoad(server.grpc_url, ids[:LOAD_ROWS], mask[:LOAD_ROWS], threads, model, tenant)
                         with load:
                             time.sleep(args.seconds / args.rounds)
                         assert not load.failures(), load.failures()[0].error
@@ -69,8 +64,6 @@ def main() -> None:
                     rows.append(
                         f"{threads:>2} clients  {path[2]:<42} {percentiles(latencies[path])}  {rate:6.0f} req/s"
                     )
-        finally:
-            stop(process)
     lines = [f"batch {LOAD_ROWS}, {args.seconds:.0f} s per line in {args.rounds} interleaved slices, closed-loop gRPC"]
     lines += rows
     print("\n" + "\n".join(lines))

@@ -17,6 +17,8 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,3 +270,31 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> set[Path]:
     for region in left:
         region.unlink(missing_ok=True)
     return left
+
+
+@dataclass(frozen=True)
+class Running:
+    """A tritonserver that `serving` started, and where to reach it."""
+
+    process: subprocess.Popen
+    ports: Ports
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.ports.http}"
+
+
+@contextmanager
+def serving(repository: Path, *, ready_timeout: float = 120, **start_options) -> Iterator[Running]:
+    """A tritonserver on free ports, ready; stopped on the way out whatever happens (its stub regions removed)."""
+    ports = Ports(*free_ports(3))
+    process = start(repository, ports, **start_options)
+    try:
+        wait_ready(process, ports, timeout=ready_timeout)
+        yield Running(process, ports)
+    finally:
+        stop(process)
