@@ -6,7 +6,7 @@ gates through `feedback_text`; any other alone, to see that it loads."""
 
 import shutil
 from collections.abc import Callable
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from export.train import accuracy
 from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version, read_config
 from python_backend.text import encode
-from server.launch import serving
+from server.launch import Ports, free_ports, start, stop, wait_ready
 
 MIN_ACCURACY = 0.90  # held-out accuracy below this is refused, whatever the live version scores
 MAX_DROP = 0.01  # nor may a candidate score more than this under the live version
@@ -197,16 +197,20 @@ def check_artifact(name: str, config, version_dir: Path, ids: np.ndarray, mask: 
 def trial_server(trial: Path, model: str):
     """A throwaway tritonserver on the repository `trial` (explicit mode: everything in it loads); yields its HTTP
     address. A model that does not load is Rejected with Triton's own error line."""
+    ports = Ports(*free_ports(3))
     log = trial.parent / f"{trial.name}.trial.log"  # beside the folder, so Triton does not take it for a model
-    with ExitStack() as stack:  # only a failed start is Rejected; what the caller's block raises passes through
-        stack.callback(log.unlink, missing_ok=True)
+    process = start(trial, ports, log=log, model_control="explicit")
+    try:
         try:
-            server = stack.enter_context(serving(trial, ready_timeout=120, log=log, model_control="explicit"))
-        except (RuntimeError, TimeoutError):
+            wait_ready(process, ports, timeout=120)
+        except (RuntimeError, TimeoutError):  # only a failed start is Rejected, not what the caller's block raises
             lines = log.read_text(errors="replace").splitlines()
             reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
             raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
-        yield server.http_url
+        yield f"127.0.0.1:{ports.http}"
+    finally:
+        stop(process)
+        log.unlink(missing_ok=True)
 
 
 def served_text(url: str, texts: list[str], batch: int) -> tuple[np.ndarray, list[str]]:
