@@ -251,21 +251,53 @@ def orphaned_stub_regions(pid: int) -> set[Path]:
     return {path for path in stub_regions(pid) if path.name not in started_with}
 
 
+def group_stub_regions(pgid: int) -> set[Path]:
+    """The regions of the stubs still alive in a tritonserver's process group, from each stub's third argument:
+    once the server is gone, they are the only record of them."""
+    regions = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:  # fields after "(comm)": state ppid pgrp
+                continue
+            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if len(argv) > 2 and STUB_REGION.match(name := argv[2].decode(errors="replace")):
+            regions.add(Path("/dev/shm") / name)
+    return regions
+
+
+def kill_group(pgid: int) -> set[Path]:
+    """SIGKILL whatever is left of a tritonserver's process group, dead leader included; returns the stubs' regions.
+
+    Stubs outlive a server that crashed or was killed: their health thread then waits forever on a lock in the
+    shared memory the server held (tritonserver 2.51; seen here as stubs asleep on a futex, minutes after). The
+    group id stays reserved while any member lives, so this never reaches another process.
+    """
+    regions = group_stub_regions(pgid)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return regions
+
+
 def stop(process: subprocess.Popen, timeout: float = 30) -> set[Path]:
-    """SIGTERM lets Triton unload models and remove its shared-memory regions; SIGKILL only if it hangs.
+    """SIGTERM lets Triton unload models and remove its shared-memory regions; SIGKILL only if it hangs, and always
+    for stubs left behind.
 
     Returns the stub regions it left behind, now removed: a killed server leaves them all, and tritonserver 2.51
     sometimes crashes (SIGSEGV) when stopped moments after clients vanished with requests in flight.
     """
-    if process.poll() is not None:
-        return set()
     regions = stub_regions(process.pid)
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, 9)
-        process.wait()
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    regions |= kill_group(process.pid)
+    process.wait()
     left = {region for region in regions if region.exists()}
     for region in left:
         region.unlink(missing_ok=True)

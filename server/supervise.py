@@ -26,7 +26,7 @@ from pathlib import Path
 
 from client.admin import admin_headers
 from server import probe
-from server.launch import Ports, orphaned_stub_regions, stop, stop_with_parent, stub_regions
+from server.launch import Ports, kill_group, orphaned_stub_regions, stop, stop_with_parent, stub_regions
 
 
 class Supervisor:
@@ -82,8 +82,7 @@ class Supervisor:
 
     def restart(self, reason: str) -> None:
         self.say(f"restarting tritonserver: {reason}")
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        self.regions |= kill_group(self.process.pid)  # a server that died on its own leaves its stubs running
         self.reap()
         self.start()
 
