@@ -19,6 +19,7 @@ most `stop_timeout` seconds, then SIGKILL of its process group and removal of it
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from client.admin import admin_headers
 from server import probe
-from server.launch import Ports, kill_group, orphaned_stub_regions, stop, stop_with_parent, stub_regions
+from server.launch import ROOT, Ports, kill_group, orphaned_stub_regions, stop, stop_with_parent, stub_regions
 
 
 class Supervisor:
@@ -55,6 +56,7 @@ class Supervisor:
         self.admin = {"Content-Type": "application/json"} | (admin_headers("http", admin_key) if admin_key else {})
         self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
         self.process: subprocess.Popen | None = None
+        self.reaper: subprocess.Popen | None = None
         self.ready = False  # has the current tritonserver answered ready yet?
         self.failed_starts = 0  # starts in a row that exited before they were ready
         self.timeouts = 0  # probes in a row in which every canary timed out
@@ -74,6 +76,11 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=stop_with_parent,
         )
+        # Cleans up after tritonserver if this process is killed before it can (server/reaper.py); a session of its
+        # own, so that what kills this process group does not kill it.
+        self.reaper = subprocess.Popen(
+            [sys.executable, "-m", "server.reaper", str(self.process.pid)], cwd=ROOT, start_new_session=True
+        )
         self.healing.clear()
         self.orphans.clear()
         self.timeouts = 0
@@ -91,6 +98,8 @@ class Supervisor:
         them, and one that healed a model keeps the dead stub's model loaded, so at shutdown it waits its exit
         timeout (--exit-timeout-secs) and leaves that model's regions."""
         self.process.wait()
+        self.reaper.kill()  # this process cleans up itself
+        self.reaper.wait()
         for region in self.regions:
             region.unlink(missing_ok=True)
         self.regions.clear()

@@ -55,8 +55,9 @@ class Supervised:
 
     def triton_pid(self) -> int:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        assert len(children) == 1, children
-        return int(children[0])
+        tritons = [int(c) for c in children if b"tritonserver" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(tritons) == 1, children  # beside it: its reaper
+        return tritons[0]
 
     def stub_pid(self, model: str) -> int:
         """The Python-backend stub serving `model` (its argv names the model's folder in the repository)."""
@@ -80,10 +81,13 @@ class Supervised:
         return time.monotonic() - start
 
     def stop(self) -> None:
-        triton = self.triton_pid() if self.process.poll() is None else None
-        regions = stub_regions(triton) if triton else set()
-        self.process.terminate()
-        self.process.wait(60)
+        regions = set()
+        try:
+            if self.process.poll() is None:
+                regions = stub_regions(self.triton_pid())
+        finally:  # whatever went wrong above, the supervisor is stopped: it stops its server
+            self.process.terminate()
+            self.process.wait(60)
         assert not [r for r in regions if r.exists()], "shared-memory regions left behind"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from server.launch import ROOT, Ports, free_ports, orphaned_stub_regions, stub_regions
+from server.launch import ROOT, Ports, free_ports, kill_group, orphaned_stub_regions, stub_regions
 from server.supervise import Supervisor
 from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
@@ -30,6 +30,13 @@ def children(pid: int) -> list[int]:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def alive(pid: int) -> bool:
@@ -104,13 +111,12 @@ def test_a_signal_at_any_moment_stops_everything(repository, tmp_path, cycle):
     assert not [region for region in regions if region.exists()], "stub regions left in /dev/shm"
 
 
-# Not "under load": clients that keep sending keep tritonserver 2.51 at its exit timeout, and in 2 of 3 fresh-clone
-# runs its orphaned stubs then outlived the 10 s bound (README, "Nothing outlives its launcher").
-@pytest.mark.parametrize("moment", ["idle", "after a heal"])
+@pytest.mark.parametrize("moment", ["idle", "under load", "after a heal"])
 def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, moment):
     """SIGKILL, as a container runtime sends after its grace period, gives the supervisor no chance to stop
-    anything: tritonserver gets SIGTERM from the kernel when its parent dies (PR_SET_PDEATHSIG) and stops itself,
-    stubs and regions included, within its exit timeout."""
+    anything: tritonserver gets SIGTERM from the kernel when its parent dies (PR_SET_PDEATHSIG) and stops itself
+    within its exit timeout; under load, stubs it was answering would then live on, and the reaper kills them and
+    removes the regions."""
     server = Supervised(repository, tmp_path / "server.log")
     triton, stubs, regions = 0, [], set()  # no /proc/0: nothing to clean up if the start failed
     try:
@@ -124,15 +130,27 @@ def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, momen
             while any(region.exists() for region in orphaned_stub_regions(triton)):
                 assert time.monotonic() < deadline, f"the dead stub's region is still there (log: {server.log})"
                 time.sleep(0.2)
+        if moment == "under load":
+            until = threading.Event()
+            clients = [threading.Thread(target=load, args=(f"127.0.0.1:{server.ports.grpc}", until)) for _ in range(4)]
+            for client in clients:
+                client.start()
+            time.sleep(2)
         stubs, regions = children(triton), stub_regions(triton)
         killed = time.monotonic()
         server.process.kill()
         server.process.wait()
-        while alive(triton) and time.monotonic() - killed < STOP_WITHIN:
+        while time.monotonic() - killed < STOP_WITHIN and (
+            [pid for pid in [triton, *stubs] if alive(pid)] or [region for region in regions if region.exists()]
+        ):
             time.sleep(0.1)
         took = time.monotonic() - killed
         left = [pid for pid in [triton, *stubs] if alive(pid)]
     finally:
+        if moment == "under load":
+            until.set()
+            for client in clients:
+                client.join()
         server.process.kill()
         regions |= stub_regions(triton)  # (none once it has stopped) a failed test's server is cleaned up too
         for pid in [triton, *stubs, *children(triton)]:
@@ -140,9 +158,41 @@ def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, momen
         leftover_regions = [region for region in regions if region.exists()]
         for region in leftover_regions:
             region.unlink()
-    print(f"\nsupervisor killed while {moment}: tritonserver gone {took:.1f} s later")
+    print(f"\nsupervisor killed while {moment}: tritonserver, stubs and regions gone {took:.1f} s later")
     assert not left, f"processes outlived their supervisor by {STOP_WITHIN} s (log: {server.log})"
     assert not leftover_regions, f"stub regions left in /dev/shm: {leftover_regions}"
+
+
+def test_the_reaper_cleans_up_when_the_supervisor_and_its_server_are_killed_together(repository, tmp_path):
+    """Both killed at once as the Python models load (an OOM kill of the container's main processes, say): the
+    stubs then wait for good on the dead server (tests/test_client.py), and only the reaper is left to kill them and
+    remove their regions."""
+    server = Supervised(repository, tmp_path / "server.log")
+    triton, regions, deadline = 0, set(), time.monotonic() + 60
+    try:
+        while len(regions) < 2 and time.monotonic() < deadline:  # two stubs starting: the models are loading
+            tritons = [pid for pid in children(server.process.pid) if b"tritonserver" in cmdline(pid)]
+            triton = tritons[0] if tritons else 0
+            regions = stub_regions(triton) if triton else set()
+            time.sleep(0.05)
+        assert len(regions) >= 2, f"no stubs started (log: {server.log})"
+        stubs = children(triton)
+        server.process.kill()
+        os.kill(triton, signal.SIGKILL)
+        killed = time.monotonic()
+        while time.monotonic() - killed < STOP_WITHIN and (
+            [pid for pid in stubs if alive(pid)] or [region for region in regions if region.exists()]
+        ):
+            time.sleep(0.1)
+        left = [pid for pid in stubs if alive(pid)]
+        left_regions = [region for region in regions if region.exists()]
+    finally:
+        server.process.kill()
+        kill_group(triton) if triton else None
+        for region in regions:
+            region.unlink(missing_ok=True)
+    assert not left, f"stubs outlived the supervisor and server by {STOP_WITHIN} s"
+    assert not left_regions, f"stub regions left in /dev/shm: {left_regions}"
 
 
 def test_second_start_on_busy_ports_fails_fast_and_leaves_the_first_serving(server):

@@ -1,0 +1,40 @@
+"""`python -m server.reaper PID`: the supervisor starts one beside each tritonserver it runs, in a session of its own.
+
+If the supervisor dies without stopping tritonserver (SIGKILL after a container's grace period, an OOM kill), the
+kernel sends tritonserver SIGTERM (PR_SET_PDEATHSIG) and it stops within its exit timeout, but a stub it was talking
+to when it exited waits for good on a lock in its shared memory (docs/pitfalls.md), and nobody removes the stubs'
+regions. This process outlives the supervisor for that: it gives tritonserver its exit timeout, then kills what is
+left of its process group and removes the regions. A supervisor that stops normally kills it first.
+"""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from server.launch import EXIT_TIMEOUT_SECS, kill_group, stub_regions
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def main() -> None:
+    triton, supervisor = int(sys.argv[1]), os.getppid()
+    regions: set[Path] = set()
+    while os.getppid() == supervisor:  # reparented once the supervisor is gone, however it died
+        regions |= stub_regions(triton)  # the server's stub regions, while it can still be asked
+        time.sleep(1)
+    deadline = time.monotonic() + EXIT_TIMEOUT_SECS + 1
+    while running(triton) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    regions |= kill_group(triton)
+    for region in regions:
+        region.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
