@@ -7,8 +7,12 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 from perf.systems import SYSTEMS
 from server.launch import ROOT
+
+pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
 
 
 def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):

@@ -18,6 +18,8 @@ from server.launch import ROOT
 from tests.test_client import feedback_cli
 from tests.test_recovery import ready_supervised
 
+pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
+
 GOOD = [comment.text for comment in corpus.generate(10_000, seed=5)]
 ODD = [  # (text, encoding): the rows a spreadsheet export really contains, before the 10,000 good ones
     ('He said "the invoice\nis wrong", twice', "utf-8"),  # quotes and an embedded newline

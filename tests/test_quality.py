@@ -11,6 +11,8 @@ from export import evaluate
 from python_backend.inprocess import InProcessEnsemble
 from tests.conftest import REPOSITORY, run_server
 
+pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
+
 DEFAULT_BAR = 0.60  # the small profile: members trained from scratch on the synthetic corpus
 REALISTIC_BAR = 0.80  # the minilm profile: the pretrained all-MiniLM-L6-v2 member
 

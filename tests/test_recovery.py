@@ -22,6 +22,8 @@ from server import probe
 from server.launch import ROOT, Ports, stub_regions
 from tests.conftest import free_ports, repository_copy, run_server
 
+pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
+
 # fuse and the router in `make test`; every stub with RELIABILITY_FULL=1 (`make reliability`), about 15 s each.
 FULL = os.environ.get("RELIABILITY_FULL") == "1"
 MODELS = ["fuse", "feedback_routed"] + [

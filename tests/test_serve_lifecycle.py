@@ -20,6 +20,8 @@ from server.supervise import Supervisor
 from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
 
+pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
+
 STOP_WITHIN = 10  # seconds, from the signal to the supervisor's exit with tritonserver and its stubs gone
 MOMENTS = ("starting", "idle", "under load", "after a heal")
 CYCLES = int(os.environ.get("STOP_CYCLES", len(MOMENTS)))
