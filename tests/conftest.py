@@ -11,26 +11,22 @@ import pytest
 
 from client.admin import admin_headers
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import ROOT, Ports, free_ports, mapped_shm_regions, start, stop, wait_ready
+from server.launch import ROOT, Ports, Running, free_ports, mapped_shm_regions, start, stop, wait_ready
 
 REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
 
 
 @dataclass(frozen=True)
-class Server:
-    ports: Ports
+class Server(Running):
+    """A test's tritonserver: where to reach it, its log, and the key of its admin endpoints."""
+
     log: Path
     admin_key: str
-    pid: int
 
     @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
-
-    @property
-    def http_url(self) -> str:
-        return f"127.0.0.1:{self.ports.http}"
+    def pid(self) -> int:
+        return self.process.pid
 
     def admin_headers(self, protocol: str) -> dict[str, str]:
         """Model-repository control and shared-memory registration are restricted, as in `make serve`."""
@@ -52,7 +48,7 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
     regions: set[Path] = set()
     try:
         wait_ready(process, ports)
-        yield Server(ports, log, admin_key, process.pid)
+        yield Server(process, ports, log, admin_key)
     finally:
         if process.poll() is None:
             regions = mapped_shm_regions(process.pid)
