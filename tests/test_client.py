@@ -295,8 +295,10 @@ def test_bulk_scoring_survives_a_server_crash_and_writes_each_row_once_in_order(
             stderr=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + 120
         while not target.exists() or target.stat().st_size < 500_000:  # about a thousand rows in
             assert bulk.poll() is None, bulk.communicate()
+            assert time.monotonic() < deadline, "the bulk run wrote too little in 120 s"
             time.sleep(0.05)
         kill_server(server)
         server = start(REPOSITORY, ports, log=log)

@@ -134,8 +134,10 @@ def under_load(server: Supervised, comments, target: Path, fault, shm: str = "no
     source, rows = comments
     bulk = bulk_run(server, source, target, shm)
     try:
+        deadline = time.monotonic() + WAIT
         while not target.exists() or target.stat().st_size < 100_000:  # a few hundred rows in
             assert bulk.poll() is None, bulk.communicate()
+            assert time.monotonic() < deadline, f"the bulk run wrote too little in {WAIT} s"
             time.sleep(0.02)
         fault()
         unready = server.wait(ready=False)
