@@ -41,8 +41,10 @@ def as_bytes(array: np.ndarray) -> np.ndarray:
 def cuda_module():
     """tritonclient's CUDA shared-memory module, or a SharedMemoryError that says what is missing."""
     try:
-        import tritonclient.utils.cuda_shared_memory as cuda_shm
-        from cuda import cudart
+        with warnings.catch_warnings():  # cuda-python 12.9 warns that tritonclient imports its deprecated `cuda.cuda`
+            warnings.simplefilter("ignore", FutureWarning)
+            import tritonclient.utils.cuda_shared_memory as cuda_shm
+            from cuda import cudart
     except ImportError as error:
         raise SharedMemoryError(f"shm='cuda' needs cuda-python 12.x (from cuda import cudart): {error}") from error
     status, count = cudart.cudaGetDeviceCount()

@@ -238,6 +238,11 @@ def test_cli_classify_health_models_and_exit_codes(server, tmp_path):
         2: feedback_cli("classify", "--input", str(tmp_path / "missing.csv"), "--output", str(tmp_path / "o.jsonl")),
         9: feedback_cli("classify", "hello", "--shm", "system", "--url", server.grpc_url),  # no admin key
     }
+    try:
+        cuda_module()
+    except SharedMemoryError:  # no GPU here: shm="cuda" is a shared-memory error
+        cuda = ("classify", "hi", "--shm", "cuda", "--url", server.grpc_url)
+        refusals[7] = feedback_cli(*cuda, admin_key=server.admin_key)
     for code, done in refusals.items():
         assert done.returncode == code, (code, done.stdout, done.stderr)
         assert done.stderr.startswith("error:") and "Traceback" not in done.stderr, done.stderr
