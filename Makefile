@@ -18,12 +18,14 @@ export TRITON_SOURCE_DIR
 BENCH ?= quick
 PROFILE ?= small minilm
 
-.PHONY: FORCE install export serve test test-fast lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
+.PHONY: FORCE install venv export serve test test-containers container-tools test-fast lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
         rollback soak bench-overload bench-swap bench-tenants reliability fuzz
 
 # The native backends are cached in build/native/<hash of their inputs>: after the first build this is a quick check.
 install: $(INSTALLED)
 	$(PY) -m server.native_backends
+
+venv: $(INSTALLED)  # the pinned wheels alone: deploy/cpu.Dockerfile's layer before the native backends
 
 $(INSTALLED): requirements.txt requirements-no-deps.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -49,7 +51,12 @@ serve: install export
 	$(PY) -m server
 
 test: install export compose-tools scan-tools
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not containers"
+
+# Issue #17: the images built and the compose stack's debian profile up for real with podman (tests/test_containers.py).
+# Podman, runc and debootstrap come from server/debian.py (root); about 4 minutes cold here, under a minute warm.
+test-containers: install export container-tools
+	$(PY) -m pytest -s -m containers tests/test_containers.py
 
 test-fast: install export compose-tools  # the unit tests alone (pytest -m unit): no server, about 20 s
 	$(PY) -m pytest -m unit
@@ -96,6 +103,17 @@ $(COMPOSE_INSTALLED): deploy/compose-requirements.txt deploy/compose-build-requi
 	    $$(grep -i '^pyyaml==' deploy/compose-requirements.txt)
 	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-requirements.txt
 	rm -f $(COMPOSE_VENV)/.installed-* && touch $@
+
+# podman-compose (pinned), which runs the compose stack's debian profile; its own venv, as docker-compose's.
+CONTAINER_VENV := build/podman-compose-venv
+CONTAINER_INSTALLED := $(CONTAINER_VENV)/.installed-$(shell sha1sum deploy/podman-compose-requirements.txt | cut -c1-12)
+
+container-tools: $(CONTAINER_INSTALLED)
+
+$(CONTAINER_INSTALLED): deploy/podman-compose-requirements.txt
+	test -d $(CONTAINER_VENV) || $(PYTHON) -m venv $(CONTAINER_VENV)
+	$(CONTAINER_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/podman-compose-requirements.txt
+	rm -f $(CONTAINER_VENV)/.installed-* && touch $@
 
 # checkov (pinned), the infrastructure scanner tests/test_deploy_scan.py runs; its many dependencies get their own venv.
 SCAN_VENV := build/checkov-venv

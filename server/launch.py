@@ -100,6 +100,7 @@ def prepare_backends(build: Path) -> Path:
         return backends
     backends.parent.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(prefix=".staging-", dir=backends.parent))
+    staged.chmod(0o755)  # mkdtemp makes it 0700: in the CPU image root builds it and an unprivileged user serves it
     stub = TRITON / "python_backend_stubs" / f"{sys.version_info.major}.{sys.version_info.minor}"
     shutil.copytree(TRITON / "backends" / "python", staged / "python", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(stub / "triton_python_backend_stub", staged / "python")

@@ -83,6 +83,8 @@ DEBIAN_PACKAGES = {  # what the build needs -> the Debian package that brings it
     "/usr/include/rapidjson/document.h": "rapidjson-dev",
     # Triton's common repository always adds its tests, which would otherwise download googletest.
     "/usr/src/googletest/CMakeLists.txt": "googletest",
+    # The pytorch backend's CMake wants this interpreter's headers: Debian's python3 (the CPU image) comes without.
+    f"{sysconfig.get_paths()['include']}/Python.h": f"libpython{sys.version_info.major}.{sys.version_info.minor}-dev",
 }
 COMMON_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
@@ -134,7 +136,9 @@ def unpack_sources(target: Path) -> None:
             if sha256(archive) != digest:
                 sys.exit(f"{archive}: sha256 is not the pinned {digest}")
             with tarfile.open(archive) as tar:
-                tar.extractall(target, filter="data")
+                # Extraction filters came in Python 3.11.4; Debian 12's 3.11.2 (the CPU image) has none. The archive's
+                # digest was checked above, so there it is extracted as upstream made it.
+                tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         else:
             print(f"TRITON_SOURCE_DIR is not set: cloning {url} at {commit}", flush=True)
             clone = target / name
