@@ -1,4 +1,5 @@
-"""`python -m server.reaper PID`: the supervisor starts one beside each tritonserver it runs, in a session of its own.
+"""`python -m server.reaper TRITONSERVER_PID SUPERVISOR_PID`: the supervisor starts one beside each tritonserver it
+runs, in a session of its own.
 
 If the supervisor dies without stopping tritonserver (SIGKILL after a container's grace period, an OOM kill), the
 kernel sends tritonserver SIGTERM (PR_SET_PDEATHSIG) and it stops within its exit timeout, but a stub it was talking
@@ -23,7 +24,9 @@ def running(pid: int) -> bool:
 
 
 def main() -> None:
-    triton, supervisor = int(sys.argv[1]), os.getppid()
+    # The supervisor's pid comes as an argument: one killed while this process was still starting would otherwise
+    # look like its parent (getppid() then names whoever adopted this process) and be waited for forever.
+    triton, supervisor = int(sys.argv[1]), int(sys.argv[2])
     regions: set[Path] = set()
     while os.getppid() == supervisor:  # reparented once the supervisor is gone, however it died
         regions |= stub_regions(triton)  # the server's stub regions, while it can still be asked

@@ -79,7 +79,9 @@ class Supervisor:
         # Cleans up after tritonserver if this process is killed before it can (server/reaper.py); a session of its
         # own, so that what kills this process group does not kill it.
         self.reaper = subprocess.Popen(
-            [sys.executable, "-m", "server.reaper", str(self.process.pid)], cwd=ROOT, start_new_session=True
+            [sys.executable, "-m", "server.reaper", str(self.process.pid), str(os.getpid())],
+            cwd=ROOT,
+            start_new_session=True,
         )
         self.healing.clear()
         self.orphans.clear()

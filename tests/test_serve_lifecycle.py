@@ -139,15 +139,16 @@ def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, momen
                 client.start()
             time.sleep(2)
         stubs, regions = children(triton), stub_regions(triton)
+        reaper = [pid for pid in children(server.process.pid) if pid != triton]
         killed = time.monotonic()
         server.process.kill()
         server.process.wait()
         while time.monotonic() - killed < STOP_WITHIN and (
-            [pid for pid in [triton, *stubs] if alive(pid)] or [region for region in regions if region.exists()]
+            [pid for pid in [triton, *stubs, *reaper] if alive(pid)] or [r for r in regions if r.exists()]
         ):
             time.sleep(0.1)
         took = time.monotonic() - killed
-        left = [pid for pid in [triton, *stubs] if alive(pid)]
+        left = [pid for pid in [triton, *stubs, *reaper] if alive(pid)]
     finally:
         if moment == "under load":
             until.set()
@@ -160,7 +161,7 @@ def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, momen
         leftover_regions = [region for region in regions if region.exists()]
         for region in leftover_regions:
             region.unlink()
-    print(f"\nsupervisor killed while {moment}: tritonserver, stubs and regions gone {took:.1f} s later")
+    print(f"\nsupervisor killed while {moment}: tritonserver, stubs, reaper and regions gone {took:.1f} s later")
     assert not left, f"processes outlived their supervisor by {STOP_WITHIN} s (log: {server.log})"
     assert not leftover_regions, f"stub regions left in /dev/shm: {leftover_regions}"
 
@@ -195,6 +196,29 @@ def test_the_reaper_cleans_up_when_the_supervisor_and_its_server_are_killed_toge
             region.unlink(missing_ok=True)
     assert not left, f"stubs outlived the supervisor and server by {STOP_WITHIN} s"
     assert not left_regions, f"stub regions left in /dev/shm: {left_regions}"
+
+
+def test_the_reaper_exits_when_the_supervisor_dies_before_it_has_started():
+    """The supervisor killed the moment it has started its server and reaper, before the reaper (a Python process)
+    has even run: the reaper still cleans up and exits, instead of taking its new parent for the supervisor."""
+    code = (
+        "import sys; from pathlib import Path; from server.launch import Ports;"
+        "from server.supervise import Supervisor;"
+        "sys.exit(Supervisor([sys.executable, '-c', 'import time; time.sleep(600)'], {}, Ports(1, 2, 3), Path('.'),"
+        " interval=0.5, probe_timeout=0.2).run())"
+    )
+    supervisor = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert "tritonserver started" in supervisor.stdout.readline()  # the server and the reaper are started
+    started = children(supervisor.pid)
+    supervisor.kill()
+    supervisor.wait()
+    deadline = time.monotonic() + STOP_WITHIN
+    while [pid for pid in started if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [(pid, cmdline(pid)) for pid in started if alive(pid)]
+    for pid, _ in left:
+        os.kill(pid, signal.SIGKILL)
+    assert len(started) == 2 and not left, f"of {started}, still running after {STOP_WITHIN} s: {left}"
 
 
 def test_second_start_on_busy_ports_fails_fast_and_leaves_the_first_serving(server):
