@@ -252,16 +252,38 @@ def orphaned_stub_regions(pid: int) -> set[Path]:
     return {path for path in stub_regions(pid) if path.name not in started_with}
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/<pid>/stat's fields after "(comm)": state, ppid, pgrp, ... ([] for a process that is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    """Running: a zombie is dead, only not yet reaped."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
+def group_members(pgid: int) -> list[int]:
+    """The processes of a process group that are still running."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(entry.name) if entry.name.isdigit() else []
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
 def group_stub_regions(pgid: int) -> set[Path]:
     """The regions of the stubs still alive in a tritonserver's process group, from each stub's third argument:
     once the server is gone, they are the only record of them."""
     regions = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid in group_members(pgid):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != pgid:  # fields after "(comm)": state ppid pgrp
-                continue
-            argv = (stat.parent / "cmdline").read_bytes().split(b"\0")
-        except (OSError, IndexError, ValueError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
             continue  # gone meanwhile
         if len(argv) > 2 and STUB_REGION.match(name := argv[2].decode(errors="replace")):
             regions.add(Path("/dev/shm") / name)

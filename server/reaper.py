@@ -13,14 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from server.launch import EXIT_TIMEOUT_SECS, kill_group, stub_regions
-
-
-def running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+from server.launch import EXIT_TIMEOUT_SECS, alive, kill_group, stub_regions
 
 
 def main() -> None:
@@ -32,7 +25,7 @@ def main() -> None:
         regions |= stub_regions(triton)  # the server's stub regions, while it can still be asked
         time.sleep(1)
     deadline = time.monotonic() + EXIT_TIMEOUT_SECS + 1
-    while running(triton) and time.monotonic() < deadline:
+    while alive(triton) and time.monotonic() < deadline:
         time.sleep(0.1)
     regions |= kill_group(triton)
     for region in regions:

@@ -27,7 +27,7 @@ from client.errors import (
 )
 from client.shm import cuda_module
 from export import corpus, datasets
-from server.launch import Ports, free_ports, mapped_shm_regions, start, stop, stub_regions, wait_ready
+from server.launch import Ports, free_ports, group_members, mapped_shm_regions, start, stop, stub_regions, wait_ready
 from tests.conftest import REPOSITORY
 
 TEXTS = datasets.synthetic().held_out.texts[:100] + ["", "ok", "прайс 💸 " * 200]
@@ -340,19 +340,6 @@ def test_stop_removes_the_stub_regions_a_killed_server_leaves(tmp_path):
     assert left <= mapped and not [region for region in mapped if region.exists()]
 
 
-def running_in_group(pgid: int) -> list[int]:
-    """Processes of the group that still run (a zombie is dead, only not yet reaped by init)."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue
-        if int(group) == pgid and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
-
-
 def test_stop_kills_the_stubs_a_crashed_server_leaves(tmp_path):
     """tritonserver killed alone while its Python models load, as a crash kills it: its stubs then wait for good on
     a lock in the shared memory it held (before stop() killed them, 4 of 4 runs of this test left 1 to 3 running).
@@ -371,7 +358,7 @@ def test_stop_kills_the_stubs_a_crashed_server_leaves(tmp_path):
         stop(process)
     assert mapped, "the server should have mapped its stubs' regions"
     deadline = time.monotonic() + 5  # SIGKILL is delivered at once, but a process takes a moment to die
-    while running_in_group(process.pid) and time.monotonic() < deadline:
+    while group_members(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert running_in_group(process.pid) == [], "stubs of the dead server are still running"
+    assert group_members(process.pid) == [], "stubs of the dead server are still running"
     assert [region for region in mapped if region.exists()] == []

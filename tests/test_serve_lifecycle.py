@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from server.launch import ROOT, Ports, free_ports, kill_group, orphaned_stub_regions, stub_regions
+from server.launch import ROOT, Ports, alive, free_ports, kill_group, orphaned_stub_regions, stub_regions
 from server.supervise import Supervisor
 from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
@@ -39,13 +39,6 @@ def cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except OSError:
-        return False
 
 
 def load(url: str, until: threading.Event) -> None:
