@@ -57,4 +57,20 @@ SYSTEMS = (
         "grpc",
         shm=True,
     ),
+    System(
+        "floor_ensemble",
+        "floor: `feedback`'s graph, trivial steps (2 native members, no-op Python fuse), gRPC + shm",
+        "floors",
+        "floor_ensemble",
+        "grpc",
+        shm=True,
+    ),
+    System(
+        "floor_ensemble_text",
+        "floor: `feedback_text`'s graph, trivial steps (a no-op Python step in front), gRPC + shm",
+        "floors",
+        "floor_ensemble_text",
+        "grpc",
+        shm=True,
+    ),
 )

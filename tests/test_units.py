@@ -224,3 +224,44 @@ def test_bench_report_states_its_run_and_never_prints_a_negative_cost(tmp_path):
     assert "adds **463 µs**" in measured and "the remaining 56 µs (a difference of averages)" in measured
     negative = report.overhead_sentence(overhead | {"overhead_us": -20.0, "scheduling_us": -763.0})
     assert not re.search(r"-\d", negative) and "too small to separate" in negative, negative
+
+
+def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(monkeypatch):
+    from perf import report
+
+    monkeypatch.setattr(report, "MACHINE_CPU_PCT", 200)
+
+    def row(system, rep, cpu, throughput=1000.0, client=20.0):
+        return {"profile": "small", "system": system, "concurrency": 16.0, "rep": rep, "throughput": throughput,
+                "server_cpu_us_per_request": cpu, "client_cpu_pct": client}  # fmt: skip
+
+    limit = {"cpu_us_per_row": 400.0, "rows_per_s": 5000.0}
+    results = []
+    for rep, text_floor in ((0.0, 300.0), (1.0, 350.0)):  # one more Python step costs 100 µs, then 150 µs
+        results += [
+            row("floor_native", rep, 60.0),
+            row("floor_ensemble", rep, 200.0),
+            row("floor_ensemble_text", rep, text_floor),
+            row("triton_grpc", rep, 700.0, throughput=2500.0),
+            row("triton_text_grpc", rep, 1000.0),
+            row("triton_http_json", rep, 800.0),
+            row("v0_monolith", rep, 1300.0, throughput=1300.0),
+        ]
+    table = {line.split(" | ")[0].strip("| "): line for line in report.reach_13("small", results, limit)}
+    # 200 / 60 µs: the graph alone is 3.3x the native floor, whatever the members cost
+    assert "≥ 3.33 (3.33–3.33) | ≤ 2.5 | **no**" in table["server CPU per request / floor"]
+    # 180% of CPU / (400 + 200 µs) = 3,000 requests/s at most, 2.31x v0's 1,300
+    assert "≤ 2.31 (2.31–2.31) | ≥ 3 | **no**" in table["throughput over HTTP/JSON / v0"]
+    # 180% / (700 + 100 µs) = 2,250/s, 0.90 of 2,500; with a 150 µs step 0.85: the repetitions disagree
+    assert "≤ 0.87 (0.85–0.90) | ≥ 0.9 | within noise" in table["`feedback_text` / `feedback` throughput"]
+
+    minilm = [
+        {**r, "profile": "minilm"}
+        for r in (row("floor_ensemble", 0.0, 200.0), row("triton_grpc_shm", 0.0, 16000.0, throughput=119, client=3))
+    ]
+    lines = report.reach_13("minilm", minilm, {"cpu_us_per_row": 14630.0, "rows_per_s": 136.0})
+    # 197% / (14,630 + 200 µs) = 132.8/s, 0.98 of the in-process 136/s
+    assert any("≤ 0.98 (0.98–0.98) | ≥ 0.97 | yes" in line for line in lines), lines
+    assert report.reach_13("small", [row("triton_grpc", 0.0, 700.0)], limit) == [
+        "Reach: not measured (this run has no floor ensemble)."
+    ]
