@@ -25,8 +25,12 @@ def decode_rows(text: np.ndarray, max_bytes: int) -> np.ndarray:
 
 
 def encode(tokenizer: Tokenizer, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """INPUT_IDS and ATTENTION_MASK, int64 [batch, pad_to]; longer texts are truncated, as BERT pipelines do."""
-    encodings = tokenizer.encode_batch(rows.tolist())
+    """INPUT_IDS and ATTENTION_MASK, int64 [batch, pad_to]; longer texts are truncated, as BERT pipelines do.
+
+    One encode() per row, not encode_batch(): on the batches a server sees (a few rows), encode_batch's thread pool
+    spent twice the CPU for the same result (220 against 115 µs for 4 comments, 43 against 29 µs for one).
+    """
+    encodings = [tokenizer.encode(row) for row in rows.tolist()]
     ids = np.array([e.ids for e in encodings], dtype=np.int64)
     mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
     return ids, mask
