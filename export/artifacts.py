@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from torch import nn
+
+from python_backend.inprocess import run_file
 
 PARITY_TOLERANCE = 1e-4
 OPSET = 17
@@ -69,13 +70,8 @@ def export_onnx(
         dynamic_axes=axes,
         opset_version=OPSET,
     )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return check_parity(
-        path.parent.parent.name,
-        eager(model),
-        lambda i, m: session.run(None, {input_names[0]: i, input_names[1]: m}),
-        samples,
-    )
+    exported = run_file("onnxruntime_onnx", path, tuple(input_names), tuple(output_names))
+    return check_parity(path.parent.parent.name, eager(model), exported, samples)
 
 
 def export_torchscript(model: nn.Module, path: Path, samples) -> float:
@@ -83,13 +79,7 @@ def export_torchscript(model: nn.Module, path: Path, samples) -> float:
     with torch.inference_mode():
         traced = torch.jit.trace(model, (torch.from_numpy(ids), torch.from_numpy(mask)))
     traced.save(str(path))
-    loaded = torch.jit.load(str(path)).eval()
-
-    def run(i, m):
-        with torch.inference_mode():
-            return [output.numpy() for output in loaded(torch.from_numpy(i), torch.from_numpy(m))]
-
-    return check_parity(path.parent.parent.name, eager(model), run, samples)
+    return check_parity(path.parent.parent.name, eager(model), run_file("pytorch_libtorch", path), samples)
 
 
 def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -24,7 +24,7 @@ from export.deploy import deploy
 from export.members import MAX_POSITIONS, CheckedInputs
 from export.train import accuracy, predict
 from export.validate import MAX_DROP, MIN_ACCURACY, ensemble_interface, held_out, served_class_names
-from python_backend.layout import latest_version, parse_config
+from python_backend.layout import parse_config, served_tokenizer
 
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 TEXT_PAD_TO = 128  # what `<name>_tokenizer` pads to, at most the checkpoint's longest sequence
@@ -154,7 +154,7 @@ def export_pretrained(
     """
     served = served_class_names(repo)
     tok = checkpoint_tokenizer(checkpoint)
-    shared = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
+    shared = served_tokenizer(repo)
     own_tokenizer = not same_rules(tok, shared)
     member = any(ensemble_interface(repo, name))
     if own_tokenizer and member:

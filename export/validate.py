@@ -10,17 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import torch
 import tritonclient.http as httpclient
-from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
 from export import datasets, repository
 from export.artifacts import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
 from export.train import accuracy
-from python_backend.inprocess import InProcessEnsemble
-from python_backend.layout import latest_version, read_config
+from python_backend.inprocess import InProcessEnsemble, load_artifact
+from python_backend.layout import read_config, served_tokenizer
 from python_backend.text import encode
 from server.launch import Ports, free_ports, start, stop, wait_ready
 
@@ -123,19 +120,8 @@ def check_label_set(config: model_config_pb2.ModelConfig, repo: Path) -> None:
 
 def load_runner(config: model_config_pb2.ModelConfig, version_dir: Path) -> Runner:
     """(token ids, mask) -> first output, run as the serving backends run it (onnxruntime / torch.jit, CPU)."""
-    names, output = [tensor.name for tensor in config.input], config.output[0].name
-    if config.platform == "onnxruntime_onnx":
-        path = version_dir / (config.default_model_filename or "model.onnx")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda ids, mask: session.run([output], {names[0]: ids, names[1]: mask})[0]
-    model = torch.jit.load(str(version_dir / (config.default_model_filename or "model.pt"))).eval()
-
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            result = model(torch.from_numpy(ids), torch.from_numpy(mask))
-        return (result[0] if isinstance(result, tuple) else result).numpy()
-
-    return run
+    run = load_artifact(config, version_dir)
+    return lambda ids, mask: run(ids, mask)[0]
 
 
 def row_by_row(run: Runner) -> Runner:
@@ -154,7 +140,7 @@ def row_by_row(run: Runner) -> Runner:
 def held_out(repo: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The exporter's held-out split (repository.HELD_OUT, in the served label set), tokenized by the served
     tokenizer."""
-    tokenizer = Tokenizer.from_file(str(latest_version(repo / "tokenizer") / "tokenizer.json"))
+    tokenizer = served_tokenizer(repo)
     rows = datasets.read_rows(repo / repository.HELD_OUT, "text", "label")
     served = served_class_names(repo)
     ids, mask = encode(tokenizer, np.array([text for text, _ in rows], dtype=object))

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from client import FeedbackClient
 from perf.report import start_scenario, write_summary
+from python_backend.layout import served_tokenizer
 from server.launch import ROOT, serving
 
 SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
@@ -48,7 +48,7 @@ def main() -> None:
     start_scenario(args.output, args)
 
     rng = np.random.default_rng(0)
-    vocab = Tokenizer.from_file(str(ROOT / "model_repository/tokenizer/1/tokenizer.json")).get_vocab_size()
+    vocab = served_tokenizer(ROOT / "model_repository").get_vocab_size()
     lines = [
         f"Measured {datetime.date.today()} on {platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
         f"FeedbackClient -> `feedback` over gRPC, one request at a time, {args.seconds:g} s per cell.",

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
 
 from export import datasets
-from python_backend.layout import latest_version
+from python_backend.layout import served_tokenizer
 from python_backend.text import encode
 
 COMMENTS = 64  # distinct requests perf_analyzer cycles through
@@ -33,7 +32,7 @@ class Workload:
 
 def prepare(repository: Path, folder: Path) -> Workload:
     texts = datasets.synthetic().held_out.texts[:COMMENTS]
-    tokenizer = Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
+    tokenizer = served_tokenizer(repository)
     ids, mask = encode(tokenizer, np.array(texts, dtype=object))
     folder.mkdir(parents=True, exist_ok=True)
     seq = [ids.shape[1]]

@@ -1,9 +1,10 @@
 """A Triton model repository's layout, read one way: a model's version folders, the latest, the next number, its
-config."""
+config, and the tokenizer every ensemble serves."""
 
 from pathlib import Path
 
 from google.protobuf import text_format
+from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
 
@@ -32,3 +33,8 @@ def parse_config(text: str) -> model_config_pb2.ModelConfig:
 
 def read_config(model_dir: Path) -> model_config_pb2.ModelConfig:
     return parse_config((model_dir / "config.pbtxt").read_text())
+
+
+def served_tokenizer(repository: Path) -> Tokenizer:
+    """The `tokenizer` model's latest tokenizer.json: the ids every member of the ensembles is fed."""
+    return Tokenizer.from_file(str(latest_version(repository / "tokenizer") / "tokenizer.json"))
