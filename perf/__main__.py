@@ -125,11 +125,11 @@ class Bench:
             system.model,
             url,
             system.protocol,
-            concurrency,
+            perf_analyzer.concurrency(concurrency),
             inputs,
-            shapes,
             windows,
             raw / f"{name}.csv",
+            shapes,
             shm=system.shm,
         )
         triton = system.server.startswith("triton")

@@ -99,7 +99,7 @@ def write(repository: Path) -> Path:
         (repository / name / "config.pbtxt").write_text(config(name, 'platform: "onnxruntime_onnx"'))
     for name in ("floor_python", "floor_python_b"):
         (repository / name / "1").mkdir(parents=True)
-        (repository / name / "1" / "model.py").symlink_to(ROOT / "python_backend/models/floor/model.py")
+        (repository / name / "1" / "model.py").symlink_to(ROOT / "python_backend/models/floor_python/model.py")
         (repository / name / "config.pbtxt").write_text(config(name, 'backend: "python"'))
     for name, python_front in (("floor_ensemble", False), ("floor_ensemble_text", True)):
         (repository / name / "1").mkdir(parents=True)

@@ -11,48 +11,20 @@ the folder <output>; exits 1 when the server no longer answers correctly.
 """
 
 import argparse
-import csv
 import datetime
 import platform
-import re
-import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
-from collections import Counter
 from pathlib import Path
 
-from perf import pa
+from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes
 from perf.report import start_scenario, write_summary
 from server import probe
 from server.launch import ROOT, serving
 
 REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
-
-
-def counters(metrics_port: int, name: str) -> Counter:
-    """nv_inference_request_<name> per model (ensemble requests count under the ensemble and each member)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    found = Counter()
-    for line in lines:
-        if line.startswith(f"nv_inference_request_{name}{{"):
-            model = re.search(r'model="([^"]+)"', line)[1]
-            found[model] += int(float(line.rsplit(" ", 1)[1]))
-    return found
-
-
-def run(argv: list[str], log: Path) -> dict[str, float]:
-    with log.open("ab") as out:
-        subprocess.run(argv, env=pa.environment(), stdout=out, stderr=subprocess.STDOUT, check=False)
-    csv_path = Path(argv[argv.index("-f") + 1])
-    if not csv_path.exists():
-        return {}
-    with csv_path.open() as report:
-        rows = list(csv.DictReader(report))
-    return {key: float(value) for key, value in rows[-1].items() if value.strip()} if rows else {}
 
 
 def main() -> None:
@@ -67,8 +39,16 @@ def main() -> None:
         log, pa_log = work / "server.log", work / "perf_analyzer.log"
         with serving(ROOT / "model_repository", log=log) as server:
             ports = server.ports
-            url, data = server.grpc_url, pa.input_data(work)
-            steady = run(pa.command(url, data, work / "steady.csv", "--concurrency-range=4"), pa_log)
+            url, data = server.grpc_url, perf_analyzer.text_input_data(work)
+
+            def measure(name: str, load: list[str], seconds: float) -> dict[str, float]:
+                argv = perf_analyzer.command(
+                    "feedback_text", url, "grpc", load, data, perf_analyzer.any_3_windows(int(seconds * 1000 / 3)),
+                    work / f"{name}.csv",
+                )  # fmt: skip
+                return perf_analyzer.run(argv, pa_log, check=False)
+
+            steady = measure("steady", perf_analyzer.concurrency(4), 15)
             rate = int(steady["Inferences/Second"] * args.factor)
             rss = {"before": rss_bytes(server.process.pid)}
             peak, done = [rss["before"]], threading.Event()
@@ -79,26 +59,20 @@ def main() -> None:
 
             sampler = threading.Thread(target=sample)
             sampler.start()
-            success_before, failure_before = counters(ports.metrics, "success"), counters(ports.metrics, "failure")
+            counts = {
+                outcome: triton_stats.request_counts(ports.metrics, outcome) for outcome in ("success", "failure")
+            }
             began = time.monotonic()
-            flood = run(
-                pa.command(
-                    url,
-                    data,
-                    work / "flood.csv",
-                    f"--request-rate-range={rate}",
-                    "--max-threads=32",
-                    window_ms=args.seconds * 1000 // 3,
-                ),
-                pa_log,
-            )
+            flood = measure("flood", [f"--request-rate-range={rate}", "--max-threads=32"], args.seconds)
             elapsed = time.monotonic() - began
             done.set()
             sampler.join()
             time.sleep(3)  # what was queued drains
             rss["peak"], rss["after"] = max(peak), rss_bytes(server.process.pid)
-            succeeded = counters(ports.metrics, "success")["feedback_text"] - success_before["feedback_text"]
-            failed = counters(ports.metrics, "failure")["feedback_text"] - failure_before["feedback_text"]
+            succeeded, failed = (
+                triton_stats.request_counts(ports.metrics, outcome)["feedback_text"] - counts[outcome]["feedback_text"]
+                for outcome in ("success", "failure")
+            )
             text = log.read_text(errors="replace") + pa_log.read_text(errors="replace")
             kinds = {kind: text.count(marker) for kind, marker in REFUSALS.items()}
             healthy = all(check.ok for check in probe.probe(f"http://{server.http_url}"))

@@ -15,14 +15,12 @@ import csv
 import datetime
 import platform
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from perf import pa
+from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes, shm_bytes
 from perf.report import start_scenario, write_summary
 from server.launch import ROOT, serving
@@ -33,29 +31,23 @@ SAMPLE_SECONDS = 2.0
 MODES = {"shm": True, "plain": False}
 
 
-def failures(metrics_port: int) -> int:
-    """Failed inferences of every model so far, from the server's own counters."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as answer:
-        lines = answer.read().decode().splitlines()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith("nv_inference_request_failure")))
-
-
 def load_loop(mode: str, url: str, data: Path, work: Path, until: float, latest: dict, errors: list) -> None:
     """perf_analyzer measurements back to back until `until`; each one's figures go into latest[mode]."""
     csv_path, log = work / f"{mode}.csv", work / f"{mode}.log"
     while time.monotonic() < until:
-        argv = pa.command(url, data, csv_path, "--concurrency-range=2", shm=MODES[mode], window_ms=3000)
-        with log.open("ab") as out:
-            done = subprocess.run(argv, env=pa.environment(), stdout=out, stderr=subprocess.STDOUT)
-        if done.returncode != 0:
-            errors.append(f"{mode}: perf_analyzer exited with {done.returncode} (see {log})")
+        windows = perf_analyzer.any_3_windows(3000)
+        argv = perf_analyzer.command(
+            "feedback_text", url, "grpc", perf_analyzer.concurrency(2), data, windows, csv_path, shm=MODES[mode]
+        )
+        try:
+            row = perf_analyzer.run(argv, log)
+        except perf_analyzer.Failed as error:
+            errors.append(f"{mode}: {error}")
             return
-        with csv_path.open() as report:
-            row = next(csv.DictReader(report))
         latest[mode] = {
-            "infer_per_s": float(row["Inferences/Second"]),
-            "p50_ms": float(row["p50 latency"]) / 1000,
-            "p99_ms": float(row["p99 latency"]) / 1000,
+            "infer_per_s": row["Inferences/Second"],
+            "p50_ms": row["p50 latency"] / 1000,
+            "p99_ms": row["p99 latency"] / 1000,
         }
 
 
@@ -96,11 +88,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         with serving(ROOT / "model_repository", log=work / "server.log", admin_key=None) as server:
-            failed_before = failures(server.ports.metrics)
+            failed_before = sum(triton_stats.request_counts(server.ports.metrics, "failure").values())
             until = time.monotonic() + args.seconds
             latest = {mode: {"infer_per_s": 0.0, "p50_ms": 0.0, "p99_ms": 0.0} for mode in MODES}
             errors: list[str] = []
-            url, data = server.grpc_url, pa.input_data(work)
+            url, data = server.grpc_url, perf_analyzer.text_input_data(work)
             loops = [
                 threading.Thread(target=load_loop, args=(mode, url, data, work, until, latest, errors))
                 for mode in MODES
@@ -116,7 +108,7 @@ def main() -> None:
                     row |= {f"{mode}_{key}": value for key, value in latest[mode].items()}
                 rows.append(row)
                 time.sleep(SAMPLE_SECONDS)
-            failed = failures(server.ports.metrics) - failed_before
+            failed = sum(triton_stats.request_counts(server.ports.metrics, "failure").values()) - failed_before
     warm = [row for row in rows if row["t_s"] >= min(30, args.seconds / 5)]  # after warm-up
     table, image = args.output / "soak.csv", args.output / "soak.png"
     with table.open("w", newline="") as file:

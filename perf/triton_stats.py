@@ -1,11 +1,13 @@
-"""Where the time goes inside Triton, from its statistics API (cumulative per-model counters since start).
+"""What Triton counts itself: its statistics API (where the time goes) and its Prometheus metrics (requests).
 
-The API gives sums, not percentiles: a difference of two snapshots taken around one perf_analyzer run gives each
-model's average per request for that run.
+The statistics API gives cumulative sums per model, not percentiles: a difference of two snapshots taken around one
+perf_analyzer run gives each model's average per request for that run.
 """
 
 import json
+import re
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass
 
 Snapshot = dict[str, dict[str, int]]
@@ -52,3 +54,19 @@ def difference(after: Snapshot, before: Snapshot) -> dict[str, ModelTimes]:
         batch = (end["inferences"] - start["inferences"]) / executions
         times[name] = ModelTimes(requests, per_request("success_ns"), per_request("queue_ns"), compute, batch)
     return times
+
+
+def metrics_text(metrics_port: int) -> str:
+    """The server's /metrics page (Prometheus text format)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as answer:
+        return answer.read().decode()
+
+
+def request_counts(metrics_port: int, outcome: str) -> Counter:
+    """nv_inference_request_<outcome> ("success" or "failure") per model, summed over its other labels; ensemble
+    requests count under the ensemble and under each member."""
+    found = Counter()
+    for line in metrics_text(metrics_port).splitlines():
+        if line.startswith(f"nv_inference_request_{outcome}{{"):
+            found[re.search(r'model="([^"]+)"', line)[1]] += int(float(line.rsplit(" ", 1)[1]))
+    return found

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 import yaml
 
+from perf.triton_stats import metrics_text
 from server.launch import ROOT, TRITON, Ports, environment, prepare_backends, stop, wait_ready
 from tests.conftest import free_ports
 
@@ -150,8 +151,7 @@ def test_dashboard_queries_metrics_triton_exports(server):
     """Every metric the dashboard plots is on the real server's /metrics, except the GPU ones (no GPU here)."""
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triton.json").read_text())
     used = {m for panel in dashboard["panels"] for t in panel["targets"] for m in re.findall(r"nv_\w+", t["expr"])}
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10) as answer:
-        exported = set(re.findall(r"^# TYPE (nv_\w+)", answer.read().decode(), re.M))
+    exported = set(re.findall(r"^# TYPE (nv_\w+)", metrics_text(server.ports.metrics), re.M))
     gpu_only = {m for m in used if m.startswith("nv_gpu_")}
     assert gpu_only == {"nv_gpu_utilization", "nv_gpu_memory_used_bytes"}
     assert used - gpu_only <= exported, used - gpu_only - exported

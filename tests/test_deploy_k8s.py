@@ -3,13 +3,13 @@ what production needs."""
 
 import re
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
 from deploy.tools import kubectl
+from perf.triton_stats import metrics_text
 from server.launch import ROOT
 from tests.conftest import REPOSITORY, installed
 
@@ -111,8 +111,7 @@ def test_hpa_metric_is_the_adapter_rule_over_metrics_triton_exports(server):
     hpa = yaml.safe_load((K8S / "base" / "hpa.yaml").read_text())
     [rule] = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["rules"]
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == rule["name"]["as"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.ports.metrics}/metrics", timeout=10) as answer:
-        exported = answer.read().decode()
+    exported = metrics_text(server.ports.metrics)
     for metric in set(re.findall(r"nv_\w+", rule["metricsQuery"] + rule["seriesQuery"])):
         assert f"# TYPE {metric} " in exported, metric
     for models in re.findall(r'model=~"([^"]+)"', rule["metricsQuery"]):
