@@ -1,1 +1,1 @@
-../../../python_backend/models/route_tenant/model.py
+../../../python_backend/models/feedback_routed/model.py
