@@ -35,11 +35,11 @@ $(INSTALLED): requirements.txt requirements-no-deps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-export when the exporter or the code it shares with the server changes, or an artifact is missing; otherwise
-# keep what is there. deploy.py and validate.py are not the exporter: changing them must not re-export (replacing
-# deployed versions). Export leaves unchanged models untouched, so only canary.json, always written, dates a run.
-NOT_EXPORTER := export/deploy.py export/validate.py
+# keep what is there. The release gates (release/deploy.py, validate.py) are not the exporter: changing them must not
+# re-export (replacing deployed versions). Export leaves unchanged models untouched, so only canary.json, always
+# written, dates a run.
 EXPORTED := model_repository/canary.json
-$(EXPORTED): $(INSTALLED) $(filter-out $(NOT_EXPORTER),$(wildcard export/*.py)) python_backend/text.py \
+$(EXPORTED): $(INSTALLED) $(wildcard export/*.py) release/staging.py release/parity.py python_backend/text.py \
              python_backend/fuse.py $(if $(filter-out $(wildcard $(ARTIFACTS)),$(ARTIFACTS)),FORCE)
 	$(PY) -m export
 
@@ -137,10 +137,10 @@ gpu-overlay: export
 # `make deploy MODEL=transformer SOURCE=path/to/model_folder [TENANT=id] [SERVER=host:http_port]`: checked, atomic.
 # `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. With SERVER: return once it serves.
 deploy: install
-	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE) $(if $(TENANT),--tenant $(TENANT))
+	$(PY) -m release.deploy $(if $(SERVER),--server $(SERVER)) deploy $(MODEL) $(SOURCE) $(if $(TENANT),--tenant $(TENANT))
 
 rollback: install
-	$(PY) -m export.deploy $(if $(SERVER),--server $(SERVER)) rollback $(MODEL) $(VERSION)
+	$(PY) -m release.deploy $(if $(SERVER),--server $(SERVER)) rollback $(MODEL) $(VERSION)
 
 lint: install
 	$(PY) -m ruff check .

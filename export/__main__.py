@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from export import canary, datasets, evaluate, minilm, repository
-from export.artifacts import export_onnx, export_torchscript, parity_samples
+from export.artifacts import export_onnx, export_torchscript
 from export.configs import MAX_QUEUE_DELAY_US, MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
-from export.train import accuracy, fit, fit_stacking, predict, seed_everything
-from export.validate import MAX_DROP, MIN_ACCURACY, Rejected
+from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.text import encode
+from release import staging
+from release.parity import parity_samples
+from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, accuracy
 from server.launch import precompile
 from server.probe import CANARY_FILE
 
@@ -69,7 +71,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
 
     samples = parity_samples(*test)
     # Everything is built in `stage`, laid out as a repository, and checked there; only then does it go live.
-    with repository.staging(repo) as stage:
+    with staging.staging(repo) as stage:
 
         def member(name, platform, tensors, filename, write_artifact):
             (stage / name / "1").mkdir(parents=True)
@@ -107,19 +109,19 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         fuse = fuse_config(list(members), data.class_names, vocab, MAX_POSITIONS)
         (stage / "fuse" / "config.pbtxt").write_text(fuse)
         np.savez(stage / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
-        repository.write_held_out(stage, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])
+        staging.write_held_out(stage, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])
         canary_labels = canary.write(
             stage, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
         )
         handwritten = evaluate.accuracies(stage) if evaluate.covers(data.class_names) else {}
         precompile(stage)  # or each Python model's stub writes its bytecode once live, and poll mode reloads it
         repo.mkdir(parents=True, exist_ok=True)
-        with repository.locked(repo):  # no deploy in between
-            changed = repository.publish(
-                stage, repo, [*members, *repository.COMMITTED_MODELS], files=[repository.HELD_OUT, CANARY_FILE]
+        with staging.locked(repo):  # no deploy in between
+            changed = staging.publish(
+                stage, repo, [*members, *repository.COMMITTED_MODELS], files=[staging.HELD_OUT, CANARY_FILE]
             )
     print(
-        f"wrote {', '.join(changed) or 'no changed model'}, {repository.HELD_OUT} and {CANARY_FILE} into {repo} "
+        f"wrote {', '.join(changed) or 'no changed model'}, {staging.HELD_OUT} and {CANARY_FILE} into {repo} "
         f"in {time.monotonic() - started:.1f} s"
     )
     print(f"{CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export import datasets, repository
+from export import datasets
 from python_backend.inprocess import InProcessEnsemble
+from server.launch import REPOSITORY
 
 HANDWRITTEN = Path(__file__).parent / "data" / "handwritten_eval.csv"
 
@@ -46,7 +47,7 @@ def accuracies(repo: Path, path: Path = HANDWRITTEN) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m export.evaluate", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
+    parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--file", type=Path, default=HANDWRITTEN)
     args = parser.parse_args()
     texts, _ = read(args.file)

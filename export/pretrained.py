@@ -20,11 +20,12 @@ from torch import nn
 from export import repository
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
-from export.deploy import deploy
 from export.members import MAX_POSITIONS, CheckedInputs
-from export.train import accuracy, predict
-from export.validate import MAX_DROP, MIN_ACCURACY, ensemble_interface, held_out, served_class_names
+from export.train import predict
 from python_backend.layout import parse_config, served_tokenizer
+from release import staging
+from release.deploy import deploy
+from release.validate import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
 
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 TEXT_PAD_TO = 128  # what `<name>_tokenizer` pads to, at most the checkpoint's longest sequence
@@ -141,7 +142,7 @@ ensemble_scheduling {{
     (stage / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
     (stage / f"{name}_text" / "config.pbtxt").write_text(ensemble)
     for model in (f"{name}_tokenizer", f"{name}_text"):
-        repository.install_model(stage / model, repo / model)
+        staging.install_model(stage / model, repo / model)
 
 
 def export_pretrained(
@@ -149,7 +150,7 @@ def export_pretrained(
 ) -> int:
     """Write the checkpoint as the next version of model `name` (version 1 of a new model); returns the version.
 
-    A new version of an ensemble member goes live through export/deploy.py, with every check a deploy makes
+    A new version of an ensemble member goes live through release/deploy.py, with every check a deploy makes
     (interface, label set, parity, the accuracy gate `min_accuracy` / `max_drop`); a new model is added as it is.
     """
     served = served_class_names(repo)
@@ -173,7 +174,7 @@ def export_pretrained(
         test_ids, test_mask, labels = held_out(repo)
         print(f"held-out accuracy of {checkpoint.name}: {accuracy(predict(model, test_ids, test_mask), labels):.4f}")
 
-    with repository.staging(repo) as stage:
+    with staging.staging(repo) as stage:
         version_dir = stage / name / "1"
         version_dir.mkdir(parents=True)
         export_onnx(CheckedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
@@ -191,7 +192,7 @@ def export_pretrained(
         if member:
             version = deploy(repo, name, stage / name, min_accuracy=min_accuracy, max_drop=max_drop)
         else:
-            version = repository.install_version(version_dir, member_config(spec), repo / name)
+            version = staging.install_version(version_dir, member_config(spec), repo / name)
         if own_tokenizer:
             write_text_models(stage, repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
             print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")

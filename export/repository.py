@@ -1,30 +1,14 @@
-"""Write models into a Triton repository so that the server never sees a half-written or unchecked model.
+"""The committed models export stages beside the members it builds (release/staging.py makes them live)."""
 
-Everything is built in a staging folder beside the repository (same file system, outside Triton's view) and moved in
-only after its checks passed: a whole model folder in one rename (exchanged with the live one, so the model's name
-never points at a missing or half-written folder), a file with replace().
-"""
-
-import csv
-import ctypes
-import fcntl
-import filecmp
-import os
 import shutil
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
-from python_backend.layout import next_version
+from server.launch import REPOSITORY
 
-ROOT = Path(__file__).resolve().parents[1]
-COMMITTED = ROOT / "model_repository"
+COMMITTED = REPOSITORY
 COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "tokenizer", "fuse")
 # What export writes into those folders (git ignores them): a copy must not carry another run's.
 GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.pbtxt"}
-# The rows export held out from training, with their label names: deploys score candidates on them. Triton ignores
-# files at the repository's root.
-HELD_OUT = "held_out.csv"
 
 
 def stage_committed(repo: Path, stage: Path) -> None:
@@ -42,86 +26,3 @@ def stage_committed(repo: Path, stage: Path) -> None:
 
 def _generated(path: Path) -> bool:
     return path.relative_to(COMMITTED).as_posix() in GENERATED
-
-
-@contextmanager
-def locked(repo: Path):
-    """One writer at a time per repository (export, deploy, rollback): two would race for the same folders."""
-    descriptor = os.open(repo, os.O_RDONLY)  # a lock on the folder itself: no lock file for Triton to see
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(descriptor)
-
-
-@contextmanager
-def staging(repository: Path):
-    """A temporary folder beside the repository, removed whatever happens."""
-    folder = Path(tempfile.mkdtemp(prefix=f".staging-{repository.name}-", dir=repository.resolve().parent))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # from <fcntl.h> and <linux/fs.h>
-
-
-def exchange(a: Path, b: Path) -> None:
-    """Swap what two paths name in one step: Linux renameat2(RENAME_EXCHANGE) (ext4, xfs, tmpfs, overlayfs)."""
-    if _LIBC.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"cannot exchange {a} and {b}: {os.strerror(error)}")
-
-
-def install_model(staged: Path, destination: Path) -> None:
-    """Make `staged` (a whole model folder, in a staging folder) live as `destination` in one step. A poll sees the
-    old folder or the new one, never none; the old one is left at `staged`, removed with the staging folder."""
-    if destination.exists():
-        exchange(staged, destination)
-    else:
-        staged.rename(destination)
-
-
-def same_tree(a: Path, b: Path) -> bool:
-    """Whether two model folders hold the same files with the same bytes (a swap would only make Triton reload)."""
-    comparison = filecmp.dircmp(a, b, ignore=["__pycache__"])
-    if comparison.left_only or comparison.right_only or comparison.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, comparison.common_files, shallow=False)
-    return not mismatch and not errors and all(same_tree(a / d, b / d) for d in comparison.common_dirs)
-
-
-def publish(stage: Path, repo: Path, models: list[str], files: list[str]) -> list[str]:
-    """Make staged model folders, then staged files at the repository's root, live, back to back, each in one step.
-
-    A model whose files did not change is left alone: swapping it would only make Triton reload it (and the
-    ensembles using it). Returns the models that changed.
-    """
-    changed = [model for model in models if not ((repo / model).exists() and same_tree(stage / model, repo / model))]
-    for model in changed:
-        install_model(stage / model, repo / model)
-    for name in files:
-        (stage / name).replace(repo / name)
-    return changed
-
-
-def install_version(staged_version: Path, config_text: str, model_dir: Path) -> int:
-    """Add `staged_version` as the next version of `model_dir`; the config goes in first, atomically."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_dir)
-    config = model_dir / "config.pbtxt"
-    staged_config = staged_version.parent / "config.pbtxt"
-    staged_config.write_text(config_text)
-    staged_config.replace(config)
-    staged_version.rename(model_dir / str(version))
-    return version
-
-
-def write_held_out(folder: Path, texts: list[str], labels: list[str]) -> None:
-    with open(folder / HELD_OUT, "w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels, strict=True))

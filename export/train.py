@@ -49,10 +49,6 @@ def predict(model: nn.Module, ids: np.ndarray, mask: np.ndarray, batch_size: int
     return torch.cat(parts).numpy()
 
 
-def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float((probs.argmax(1) == labels).mean())
-
-
 def fit_stacking(stacked: np.ndarray, labels: np.ndarray, l2: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression on log member probabilities ([batch, members, classes]) -> (coef, bias).
 

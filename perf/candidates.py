@@ -10,11 +10,12 @@ import torch
 from google.protobuf import text_format
 from onnx import numpy_helper
 
-from export.artifacts import export_onnx, parity_samples
+from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TransformerClassifier
-from export.validate import served_class_names
 from python_backend.layout import latest_version, read_config
+from release.parity import parity_samples
+from release.validate import served_class_names
 
 # Adding this to one class's logit moves every probability by up to about 10%, yet leaves the argmax (and so the
 # held-out accuracy) nearly unchanged: a new version whose answers are told apart from the old one's in every row.

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as httpclient
 
-from export.deploy import deploy, rollback
-from export.validate import held_out
 from perf import candidates
 from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.layout import latest_version
+from release.deploy import deploy, rollback
+from release.validate import held_out
 from server.launch import ROOT, serving
 
 REPOSITORY = ROOT / "model_repository"

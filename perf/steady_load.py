@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from export import repository
-from export.validate import held_out, load_runner
 from python_backend.layout import parse_config
+from release.validate import held_out, load_runner
+from server.launch import REPOSITORY
 
 TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer
 LOAD_ROWS = 4  # rows per request of the steady load
@@ -85,7 +85,7 @@ def served_by(record: Record, column: int, answers: dict[str, np.ndarray]) -> st
     return None
 
 
-def answers(model_dir: Path, version: str, repo: Path = repository.COMMITTED) -> np.ndarray:
+def answers(model_dir: Path, version: str, repo: Path = REPOSITORY) -> np.ndarray:
     """What one version of a member answers for the load's rows (the first held-out rows of `repo`), in-process."""
     ids, mask, _ = held_out(repo)
     config_file = model_dir / version / "config.pbtxt"

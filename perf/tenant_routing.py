@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from export.deploy import deploy
-from export.validate import held_out
 from perf import candidates
 from perf.model_swap import percentiles
 from perf.report import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
+from release.deploy import deploy
+from release.validate import held_out
 from server.launch import ROOT, serving
 
 PATHS = (

@@ -1,7 +1,7 @@
 """Per-customer routing: which ensemble answers a tenant, from the `tenants.json` file at the repository's root.
 
 The file maps each tenant that has custom models to the members they replace, e.g. {"acme": ["transformer"]};
-export/deploy.py --tenant writes it together with that tenant's models (`<member>__<tenant>`) and ensembles
+release/deploy.py --tenant writes it together with that tenant's models (`<member>__<tenant>`) and ensembles
 (`<ensemble>__<tenant>`). It is re-read whenever it changes, so a new tenant needs no restart.
 """
 

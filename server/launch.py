@@ -28,6 +28,7 @@ from client.admin import ADMIN_HEADER
 from server import native_backends, probe
 
 ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY = ROOT / "model_repository"  # the checkout's: what `make serve` serves and `make export` writes
 TRITON = Path(pytriton.__file__).parent / "tritonserver"
 BUNDLED_LIBS = native_backends.BUNDLED_LIBS
 # The Python backend's stubs name their regions so.
@@ -124,7 +125,7 @@ def environment() -> dict[str, str]:
 
 def model_control_args(mode: str, poll_secs: int) -> list[str]:
     """poll: Triton rescans the repository every poll_secs and loads what changed, so dropping a version in is enough.
-    explicit: everything is loaded at start, later only on the repository load API (export/deploy.py --server)."""
+    explicit: everything is loaded at start, later only on the repository load API (release/deploy.py --server)."""
     if mode == "poll":
         return ["--model-control-mode=poll", f"--repository-poll-secs={poll_secs}"]
     if mode == "explicit":

@@ -1,4 +1,4 @@
-"""export/deploy.py against real tritonservers in both model-control modes: new versions and rollbacks go live under
+"""release/deploy.py against real tritonservers in both model-control modes: new versions and rollbacks go live under
 steady load with no failed request, broken candidates are refused by deploy and, dropped in by hand, leave the old
 version serving. The load lasts a few seconds here; perf/model_swap.py runs the same swap under 30 s+ of load."""
 
@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from export.deploy import deploy, retired, rollback
-from export.validate import Rejected, held_out, served_class_names
 from perf import candidates
 from perf.steady_load import (
     LOAD_ROWS,
@@ -23,6 +21,8 @@ from perf.steady_load import (
     wait_until,
 )
 from python_backend.layout import latest_version
+from release.deploy import deploy, retired, rollback
+from release.validate import Rejected, held_out, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, run_server
 
 ENSEMBLES = ("feedback", "feedback_text")

@@ -14,11 +14,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import export.__main__ as export_cli
-from export import artifacts, corpus, datasets, repository
-from export.artifacts import ParityError
+from export import corpus, datasets, repository
 from export.pretrained import export_pretrained
-from export.validate import Rejected, served_class_names
 from python_backend.inprocess import InProcessEnsemble
+from release import parity, staging
+from release.parity import ParityError
+from release.validate import Rejected, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, repository_copy, run_server
 from tests.test_serving import TEXTS, text_tensor
 
@@ -31,7 +32,7 @@ def untrained(model, *args, **kwargs):
 @pytest.mark.unit
 def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export_cli, "fit", untrained)
-    monkeypatch.setattr(artifacts, "PARITY_TOLERANCE", -1.0)  # no export can pass
+    monkeypatch.setattr(parity, "PARITY_TOLERANCE", -1.0)  # no export can pass
     repo = tmp_path / "repo"
     with pytest.raises(ParityError):
         export_cli.export_default(repo, "small", datasets.synthetic(), seed=13)
@@ -58,7 +59,7 @@ def test_a_model_folder_is_replaced_without_a_moment_missing(tmp_path):
         for number in range(2000):
             staged.mkdir(parents=True)
             (staged / "config.pbtxt").write_text(str(number))
-            repository.install_model(staged, live)
+            staging.install_model(staged, live)
             shutil.rmtree(staged)  # the old folder, left where the new one was staged
     finally:
         done.set()
@@ -85,7 +86,7 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
     at each step, each as it was or as export leaves it; an unchanged model is not touched."""
     repo = repository_copy(tmp_path / "repo")
     before, seen = model_digests(repo), []
-    install = repository.install_model
+    install = staging.install_model
 
     def watched(staged, destination):
         seen.append(model_digests(repo))

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from client.feedback import FeedbackClient
-from export.validate import served_class_names
+from release.validate import served_class_names
 from server.launch import ROOT
 from tests.conftest import run_server
 from tests.test_client import feedback_cli

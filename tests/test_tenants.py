@@ -11,12 +11,12 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from export.deploy import deploy
-from export.validate import Rejected, held_out
 from perf import candidates
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
 from python_backend.errors import BadRequest
 from python_backend.tenants import MAPPING, TenantTable, check_tenant
+from release.deploy import deploy
+from release.validate import Rejected, held_out
 from server import probe
 from tests.conftest import REPOSITORY, free_ports, run_server
 from tests.test_deploy import copy_repository

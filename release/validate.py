@@ -1,4 +1,4 @@
-"""The checks a model must pass before export/deploy.py lets Triton see it: its interface is what the ensembles
+"""The checks a model must pass before release/deploy.py lets Triton see it: its interface is what the ensembles
 connect, its artifact loads and gives the same answers batched as row by row, and its held-out accuracy holds up.
 Python-backend models, whose code only Triton's stub can run, are served in a throwaway tritonserver instead: an
 ensemble's Python step (fuse, tokenizer) in a copy of the live repository, held to the same parity and accuracy
@@ -13,12 +13,11 @@ import numpy as np
 import tritonclient.http as httpclient
 from tritonclient.grpc import model_config_pb2
 
-from export import datasets, repository
-from export.artifacts import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
-from export.train import accuracy
 from python_backend.inprocess import InProcessEnsemble, load_artifact
 from python_backend.layout import read_config, served_tokenizer
 from python_backend.text import encode
+from release import staging
+from release.parity import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
 from server.launch import Ports, free_ports, start, stop, wait_ready
 
 MIN_ACCURACY = 0.90  # held-out accuracy below this is refused, whatever the live version scores
@@ -28,6 +27,10 @@ PARITY_ROWS = 32  # held-out rows a Python step's candidate serves one by one, t
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Spec = tuple[int, tuple[int, ...]]  # (data_type, dims) of a tensor
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float((probs.argmax(1) == labels).mean())
 
 
 class Rejected(Exception):
@@ -138,10 +141,10 @@ def row_by_row(run: Runner) -> Runner:
 
 
 def held_out(repo: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The exporter's held-out split (repository.HELD_OUT, in the served label set), tokenized by the served
+    """The exporter's held-out split (staging.HELD_OUT, in the served label set), tokenized by the served
     tokenizer."""
     tokenizer = served_tokenizer(repo)
-    rows = datasets.read_rows(repo / repository.HELD_OUT, "text", "label")
+    rows = staging.read_held_out(repo)
     served = served_class_names(repo)
     ids, mask = encode(tokenizer, np.array([text for text, _ in rows], dtype=object))
     return ids, mask, np.array([served.index(label) for _, label in rows], dtype=np.int64)
@@ -221,9 +224,9 @@ def check_python_step(repo: Path, version_dir: Path, live: Path | None, limits) 
     repository with the candidate in its place, and hold `feedback_text` on the held-out rows to a member's gates:
     batched equals row by row, and the accuracy gate (on the LABELs clients get) against the live ensemble."""
     model = version_dir.parent.name
-    rows = datasets.read_rows(repo / repository.HELD_OUT, "text", "label")
+    rows = staging.read_held_out(repo)
     texts, truth = [text for text, _ in rows], [label for _, label in rows]
-    with repository.staging(repo) as trial:
+    with staging.staging(repo) as trial:
         for source in repo.iterdir():
             if (source / "config.pbtxt").exists() and source.name != model:
                 shutil.copytree(source, trial / source.name, ignore=shutil.ignore_patterns("__pycache__"))

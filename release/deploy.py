@@ -1,11 +1,11 @@
-"""`python -m export.deploy`: add a checked new version of a model to a served repository, or roll back.
+"""`python -m release.deploy`: add a checked new version of a model to a served repository, or roll back.
 
-    python -m export.deploy [--repository DIR] [--server HOST:PORT] deploy MODEL SOURCE [--tenant ID]
+    python -m release.deploy [--repository DIR] [--server HOST:PORT] deploy MODEL SOURCE [--tenant ID]
                                                                     [--min-accuracy A] [--max-drop D]
-    python -m export.deploy [--repository DIR] [--server HOST:PORT] rollback MODEL [VERSION]
+    python -m release.deploy [--repository DIR] [--server HOST:PORT] rollback MODEL [VERSION]
 
 SOURCE is a model folder as the exporter writes one: config.pbtxt beside numbered version folders (the highest is
-taken). The candidate is copied into a staging folder beside the repository, checked there (export/validate.py), and
+taken). The candidate is copied into a staging folder beside the repository, checked there (release/validate.py), and
 moved in with rename() only when every check passed, so Triton never sees a candidate that failed.
 
 Poll mode picks a new version up by itself. With --server (Triton's HTTP endpoint) deploy returns only once the
@@ -32,12 +32,12 @@ from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
 from client.admin import admin_headers
-from export import repository
-from export.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
-from server.launch import precompile
+from release import staging
+from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
+from server.launch import REPOSITORY, precompile
 
 SERVE_TIMEOUT_S = 300
 
@@ -107,19 +107,19 @@ def deploy(
     config.name = name  # the folder names the model; a candidate exported under another name is renamed
     config_text = text_format.MessageToString(config)
     model_dir = repo / name
-    with repository.locked(repo), repository.staging(repo) as stage:
+    with staging.locked(repo), staging.staging(repo) as stage:
         staged = stage_candidate(stage, name, latest_version(source), next_version(model_dir), config_text)
         live_dir = model_dir if versions(model_dir) else repo / model  # a new tenant is held to the default's score
         live = latest_version(live_dir) if versions(live_dir) else None
         report = validate(repo, model, stage, staged, config, live, (min_accuracy, max_drop))
-        version = repository.install_version(staged, config_text, model_dir)
+        version = staging.install_version(staged, config_text, model_dir)
         ensembles = register_tenant(repo, tenant, model) if tenant else []  # [(name, config before or None)]
     print(f"deployed {name} version {version}: {report}")
     if server:
         try:
             make_live(server, [(name, version)] + [(ensemble, None) for ensemble, _ in ensembles], admin_key)
         except (InferenceServerException, TimeoutError, OSError) as error:  # OSError: the server is unreachable
-            with repository.locked(repo):
+            with staging.locked(repo):
                 retire(repo, name, [version])
                 if not versions(model_dir):  # a new model: its folder goes too (the version keeps its config)
                     (model_dir / "config.pbtxt").unlink()
@@ -127,7 +127,7 @@ def deploy(
                 unregister_tenant(repo, ensembles)
             raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
     if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
-        with repository.locked(repo), repository.staging(repo) as stage:
+        with staging.locked(repo), staging.staging(repo) as stage:
             mapping = read_mapping(repo / MAPPING)
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
             (stage / MAPPING).write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
@@ -141,7 +141,7 @@ def register_tenant(repo: Path, tenant: str, member: str) -> list[tuple[str, str
     before (None for a new one), for unregister_tenant."""
     custom = set(read_mapping(repo / MAPPING).get(tenant, [])) | {member}
     written = []
-    with repository.staging(repo) as stage:
+    with staging.staging(repo) as stage:
         for ensemble in read_configs(repo).values():
             steps = [step for step in ensemble.ensemble_scheduling.step if step.model_name in custom]
             if ensemble.platform != "ensemble" or SEPARATOR in ensemble.name or not steps:
@@ -165,7 +165,7 @@ def register_tenant(repo: Path, tenant: str, member: str) -> list[tuple[str, str
 def unregister_tenant(repo: Path, ensembles: list[tuple[str, str | None]]) -> None:
     """Undo register_tenant: a new ensemble goes (beside the repository first, then away), a changed one gets its
     config back; either way no ensemble is left pointing at a version that was moved out."""
-    with repository.staging(repo) as stage:
+    with staging.staging(repo) as stage:
         for name, before in ensembles:
             if before is None:
                 (repo / name).rename(stage / name)
@@ -187,7 +187,7 @@ def rollback(
 ) -> int:
     """Serve `version` (default: the one before the latest) again; returns it."""
     model_dir = repo / model
-    with repository.locked(repo):
+    with staging.locked(repo):
         present = versions(model_dir)
         if version is None:
             if len(present) < 2:
@@ -199,13 +199,13 @@ def rollback(
         recorded = target / "config.pbtxt"
         config_text = (recorded if recorded.exists() else model_dir / "config.pbtxt").read_text()
         role = model.split(SEPARATOR)[0]  # a tenant's model is checked as the member it replaces
-        with repository.staging(repo) as stage:
+        with staging.staging(repo) as stage:
             staged = stage_candidate(stage, model, target, version, config_text)
             report = validate(repo, role, stage, staged, parse_config(config_text), None, None)
         newer = [number for number in present if number > version]
         retire(repo, model, newer)  # now the target is the latest version, and Triton loads it
         if (model_dir / "config.pbtxt").read_text() != config_text:
-            with repository.staging(repo) as stage:
+            with staging.staging(repo) as stage:
                 (stage / "config.pbtxt").write_text(config_text)
                 (stage / "config.pbtxt").replace(model_dir / "config.pbtxt")
     print(f"rolled {model} back to version {version} ({report}); retired {newer} to {retired(repo) / model}")
@@ -216,9 +216,9 @@ def rollback(
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m export.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m release.deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
+    parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--server", metavar="HOST:PORT", help="Triton's HTTP endpoint: return once the change serves")
     parser.add_argument(
         "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (for the load API)"
