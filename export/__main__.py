@@ -16,7 +16,7 @@ import numpy as np
 
 from export import canary, datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_torchscript
-from export.configs import MAX_QUEUE_DELAY_US, MemberSpec, fuse_config, member_config
+from export.configs import MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
 from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
@@ -86,7 +86,6 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
                 profile.pad_to,
                 profile.instances,
                 profile.threads,
-                profile.queue_delay_us.get(name, MAX_QUEUE_DELAY_US),
             )
             (stage / name / "config.pbtxt").write_text(member_config(spec))
 

@@ -38,7 +38,6 @@ class MemberSpec:
     warmup_seq: int  # the length the tokenizer pads to: what real traffic will look like
     instances: int = 1
     threads: int = 1
-    queue_delay_us: int = MAX_QUEUE_DELAY_US
 
 
 def tensor_line(name: str, data_type: str, dims: str) -> str:
@@ -49,12 +48,10 @@ def _parameter(key: str, value) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
 
 
-def dynamic_batching(
-    preferred: tuple[int, ...] = (), bounded: bool = False, queue_delay_us: int = MAX_QUEUE_DELAY_US
-) -> str:
+def dynamic_batching(preferred: tuple[int, ...] = (), bounded: bool = False) -> str:
     preferred_line = f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else ""
     return f"""dynamic_batching {{
-{preferred_line}  max_queue_delay_microseconds: {queue_delay_us}
+{preferred_line}  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
 {QUEUE_POLICY if bounded else ""}}}"""
 
 
@@ -87,7 +84,7 @@ output [
 {tensor_line(errors, "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
-{dynamic_batching(PREFERRED_BATCH_SIZES, queue_delay_us=spec.queue_delay_us)}
+{dynamic_batching(PREFERRED_BATCH_SIZES)}
 # The limits that the graph enforces (export.members.CheckedInputs); read by deploy/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
 # What each PROBS column means: a deploy refuses a member whose label set is not the fuse step's.

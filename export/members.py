@@ -9,7 +9,7 @@ gives the same answer whatever length it is padded to.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -41,16 +41,11 @@ class Profile:
     # (perf/latest/tuning/minilm-*).
     instances: int
     threads: int
-    # max_queue_delay_microseconds by member, where it is not export.configs.MAX_QUEUE_DELAY_US. A member much faster
-    # than the slowest can wait for its batch to fill at no cost in latency: the ensemble waits for the slowest anyway.
-    queue_delay_us: dict[str, int] = field(default_factory=dict)
 
 
 PROFILES = {
     "small": Profile(pretrained_encoder=False, pad_to=64, instances=1, threads=1),
-    # textcnn answers a batch-1 request in about 1 ms, the pretrained transformer in 16 ms: given up to 10 ms, textcnn
-    # ran batches of 4.7 rows instead of 1.5 at 16 clients (perf/latest/report.md, minilm).
-    "minilm": Profile(pretrained_encoder=True, pad_to=128, instances=2, threads=1, queue_delay_us={"textcnn": 10_000}),
+    "minilm": Profile(pretrained_encoder=True, pad_to=128, instances=2, threads=1),
 }
 
 
