@@ -254,6 +254,15 @@ def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(mon
     assert "≤ 2.31 (2.31–2.31) | ≥ 3 | **no**" in table["throughput over HTTP/JSON / v0"]
     # 180% / (700 + 100 µs) = 2,250/s, 0.90 of 2,500; with a 150 µs step 0.85: the repetitions disagree
     assert "≤ 0.87 (0.85–0.90) | ≥ 0.9 | within noise" in table["`feedback_text` / `feedback` throughput"]
+    # these members alone, 400 µs a row at their best batch, with the graph's 200 µs: 10x the native floor
+    assert "≥ 10.00 (10.00–10.00) | ≤ 2.5 | **no**" in table["the same, with these members"]
+    # 0.9 of 2,500/s on 180% of CPU allows 800 µs a request: nothing is left after 700 µs and a 100/150 µs step
+    assert any("even a tokenizer step costing no more than a no-op Python step is too much" in line for line in table)
+    results = [{**r, "client_cpu_pct": 10.0} if r["system"] == "triton_text_grpc" else r for r in results]
+    lines = report.reach_13("small", results, limit)
+    # 190% allows 844 µs: 44 and -6 µs beyond the step (median 19); the text path cost 200 and 150 µs beyond it (175)
+    expected = "may cost 19 µs of CPU per request more than a no-op Python step; it cost 175 µs"
+    assert any(expected in line for line in lines), lines
 
     minilm = [
         {**r, "profile": "minilm"}
