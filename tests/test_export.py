@@ -14,7 +14,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 import export.__main__ as export_cli
-from export import corpus, datasets, repository
+from export import corpus, datasets
 from export.pretrained import export_pretrained
 from python_backend.inprocess import InProcessEnsemble
 from release import parity, staging
@@ -93,7 +93,7 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
         install(staged, destination)
         seen.append(model_digests(repo))
 
-    monkeypatch.setattr(repository, "install_model", watched)
+    monkeypatch.setattr(staging, "install_model", watched)
     monkeypatch.setattr(export_cli, "fit", untrained)
     export_cli.export_default(repo, "small", datasets.synthetic(), seed=14)
     after = model_digests(repo)
