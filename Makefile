@@ -83,7 +83,7 @@ bench-overload: export  # about 10x the sustainable rate on the bounded queues
 
 reliability: export  # kill -9 every model's stub under load (make test kills fuse's only), and the server
 	mkdir -p perf/results/reliability
-	$(PY) -c 'import pathlib, perf.report as r; r.record_run(pathlib.Path("perf/results/reliability"), {"RELIABILITY_FULL": 1})'
+	$(PY) -c 'import pathlib, perf.runs as r; r.record_run(pathlib.Path("perf/results/reliability"), {"RELIABILITY_FULL": 1})'
 	set -o pipefail; RELIABILITY_FULL=1 $(PY) -m pytest -s -p no:warnings tests/test_recovery.py \
 	    | tee perf/results/reliability/output.txt
 

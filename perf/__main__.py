@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from perf import floors, inprocess_limit, perf_analyzer, report, repositories, servers, triton_stats, workload
+from perf import floors, inprocess_limit, perf_analyzer, report, repositories, runs, servers, triton_stats, workload
 from perf.systems import SYSTEMS, System
 from python_backend.inprocess import Fuse
 from server.launch import ROOT
@@ -224,7 +224,7 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown systems {sorted(unknown)}; known: {[system.name for system in SYSTEMS]}")
         bench.systems = tuple(system for system in SYSTEMS if system.name in wanted)
-    report.record_run(out, {"mode": args.mode, "profiles": profiles, "systems": [s.name for s in bench.systems],
+    runs.record_run(out, {"mode": args.mode, "profiles": profiles, "systems": [s.name for s in bench.systems],
                              "repeats": mode.repeats, "gpu": args.gpu} | asdict(overrides))  # fmt: skip
     bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies) * mode.repeats
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")

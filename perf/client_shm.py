@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from client import FeedbackClient
-from perf.report import start_scenario, write_summary
+from perf.runs import start_scenario, write_summary
 from python_backend.layout import served_tokenizer
 from server.launch import ROOT, serving
 

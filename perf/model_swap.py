@@ -21,7 +21,7 @@ import numpy as np
 import tritonclient.http as httpclient
 
 from perf import candidates
-from perf.report import start_scenario, write_summary
+from perf.runs import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.layout import latest_version
 from release.deploy import deploy, rollback

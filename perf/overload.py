@@ -20,7 +20,7 @@ from pathlib import Path
 
 from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes
-from perf.report import start_scenario, write_summary
+from perf.runs import start_scenario, write_summary
 from server import probe
 from server.launch import ROOT, serving
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes, shm_bytes
-from perf.report import start_scenario, write_summary
+from perf.runs import start_scenario, write_summary
 from server.launch import ROOT, serving
 
 RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going

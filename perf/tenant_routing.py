@@ -18,7 +18,7 @@ from pathlib import Path
 
 from perf import candidates
 from perf.model_swap import percentiles
-from perf.report import start_scenario, write_summary
+from perf.runs import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
 from release.deploy import deploy
 from release.validate import held_out

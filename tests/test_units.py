@@ -213,23 +213,23 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
 def test_bench_report_states_its_run_and_never_prints_a_negative_cost(tmp_path):
     import re
 
-    from perf import report
+    from perf import narrative, runs
 
-    assert report.run_line(tmp_path) == "Machine, date and commit: not recorded with this run."
-    report.record_run(tmp_path, {"mode": "quick"})
-    line = report.run_line(tmp_path)
+    assert runs.run_line(tmp_path) == "Machine, date and commit: not recorded with this run."
+    runs.record_run(tmp_path, {"mode": "quick"})
+    line = runs.run_line(tmp_path)
     assert re.fullmatch(r"Machine: \d+ cores .*; run started \d{4}-\d\d-\d\dT\d\d:\d\d at commit \w+.*\.", line), line
     overhead = {"ensemble_us": 1131.0, "slowest": "textcnn", "slowest_us": 668.0, "fuse_us": 407.0}
-    measured = report.overhead_sentence(overhead | {"overhead_us": 463.0, "scheduling_us": 56.0})
+    measured = narrative.overhead_sentence(overhead | {"overhead_us": 463.0, "scheduling_us": 56.0})
     assert "adds **463 µs**" in measured and "the remaining 56 µs (a difference of averages)" in measured
-    negative = report.overhead_sentence(overhead | {"overhead_us": -20.0, "scheduling_us": -763.0})
+    negative = narrative.overhead_sentence(overhead | {"overhead_us": -20.0, "scheduling_us": -763.0})
     assert not re.search(r"-\d", negative) and "too small to separate" in negative, negative
 
 
 def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(monkeypatch):
-    from perf import report
+    from perf import verdicts
 
-    monkeypatch.setattr(report, "MACHINE_CPU_PCT", 200)
+    monkeypatch.setattr(verdicts, "MACHINE_CPU_PCT", 200)
 
     def row(system, rep, cpu, throughput=1000.0, client=20.0):
         return {"profile": "small", "system": system, "concurrency": 16.0, "rep": rep, "throughput": throughput,
@@ -247,7 +247,7 @@ def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(mon
             row("triton_http_json", rep, 800.0),
             row("v0_monolith", rep, 1300.0, throughput=1300.0),
         ]
-    table = {line.split(" | ")[0].strip("| "): line for line in report.reach_13("small", results, limit)}
+    table = {line.split(" | ")[0].strip("| "): line for line in verdicts.reach_13("small", results, limit)}
     # 200 / 60 µs: the graph alone is 3.3x the native floor, whatever the members cost
     assert "≥ 3.33 (3.33–3.33) | ≤ 2.5 | **no**" in table["server CPU per request / floor"]
     # 180% of CPU / (400 + 200 µs) = 3,000 requests/s at most, 2.31x v0's 1,300
@@ -259,7 +259,7 @@ def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(mon
     # 0.9 of 2,500/s on 180% of CPU allows 800 µs a request: nothing is left after 700 µs and a 100/150 µs step
     assert any("even a tokenizer step costing no more than a no-op Python step is too much" in line for line in table)
     results = [{**r, "client_cpu_pct": 10.0} if r["system"] == "triton_text_grpc" else r for r in results]
-    lines = report.reach_13("small", results, limit)
+    lines = verdicts.reach_13("small", results, limit)
     # 190% allows 844 µs: 44 and -6 µs beyond the step (median 19); the text path cost 200 and 150 µs beyond it (175)
     expected = "may cost 19 µs of CPU per request more than a no-op Python step; it cost 175 µs"
     assert any(expected in line for line in lines), lines
@@ -268,9 +268,9 @@ def test_bench_reach_bounds_each_target_by_the_floors_of_the_same_repetition(mon
         {**r, "profile": "minilm"}
         for r in (row("floor_ensemble", 0.0, 200.0), row("triton_grpc_shm", 0.0, 16000.0, throughput=119, client=3))
     ]
-    lines = report.reach_13("minilm", minilm, {"cpu_us_per_row": 14630.0, "rows_per_s": 136.0})
+    lines = verdicts.reach_13("minilm", minilm, {"cpu_us_per_row": 14630.0, "rows_per_s": 136.0})
     # 197% / (14,630 + 200 µs) = 132.8/s, 0.98 of the in-process 136/s
     assert any("≤ 0.98 (0.98–0.98) | ≥ 0.97 | yes" in line for line in lines), lines
-    assert report.reach_13("small", [row("triton_grpc", 0.0, 700.0)], limit) == [
+    assert verdicts.reach_13("small", [row("triton_grpc", 0.0, 700.0)], limit) == [
         "Reach: not measured (this run has no floor ensemble)."
     ]
