@@ -6,7 +6,7 @@ gates through `feedback_text`; any other alone, to see that it loads."""
 
 import shutil
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,7 @@ from python_backend.layout import read_config, served_tokenizer
 from python_backend.text import encode
 from release import staging
 from release.parity import PARITY_TOLERANCE, ParityError, check_parity, parity_samples
-from server.launch import Ports, free_ports, start, stop, wait_ready
+from server.launch import serving
 
 MIN_ACCURACY = 0.90  # held-out accuracy below this is refused, whatever the live version scores
 MAX_DROP = 0.01  # nor may a candidate score more than this under the live version
@@ -186,19 +186,17 @@ def check_artifact(name: str, config, version_dir: Path, ids: np.ndarray, mask: 
 def trial_server(trial: Path, model: str):
     """A throwaway tritonserver on the repository `trial` (explicit mode: everything in it loads); yields its HTTP
     address. A model that does not load is Rejected with Triton's own error line."""
-    ports = Ports(*free_ports(3))
     log = trial.parent / f"{trial.name}.trial.log"  # beside the folder, so Triton does not take it for a model
-    process = start(trial, ports, log=log, model_control="explicit")
     try:
-        try:
-            wait_ready(process, ports, timeout=120)
-        except (RuntimeError, TimeoutError):  # only a failed start is Rejected, not what the caller's block raises
-            lines = log.read_text(errors="replace").splitlines()
-            reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
-            raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
-        yield f"127.0.0.1:{ports.http}"
+        with ExitStack() as stack:
+            try:
+                server = stack.enter_context(serving(trial, log=log, model_control="explicit"))
+            except (RuntimeError, TimeoutError):  # only a failed start is Rejected, not what the caller's block raises
+                lines = log.read_text(errors="replace").splitlines()
+                reasons = [line for line in lines if model in line and ("rror" in line or "failed" in line)]
+                raise Rejected(f"does not load in Triton: {' | '.join(reasons[-2:]) or lines[-1:]}") from None
+            yield server.http_url
     finally:
-        stop(process)
         log.unlink(missing_ok=True)
 
 
