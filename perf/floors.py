@@ -19,8 +19,9 @@ from server.launch import ROOT
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
 
 
-def config(name: str, backend: str) -> str:
-    text = f"""name: "{name}"
+def interface(name: str, backend: str) -> str:
+    """What every floor model takes and gives: `feedback`'s inputs, TOKENS [b, 1] out."""
+    return f"""name: "{name}"
 {backend}
 max_batch_size: {MAX_BATCH_SIZE}
 input [
@@ -30,11 +31,18 @@ input [
 output [
 {tensor_line("TOKENS", "TYPE_INT64", "1")}
 ]
-instance_group [ {{ count: 1 kind: KIND_CPU }} ]
+"""
+
+
+def config(name: str, backend: str) -> str:
+    text = (
+        interface(name, backend)
+        + f"""instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
 parameters {{ key: "intra_op_thread_count" value: {{ string_value: "1" }} }}
 parameters {{ key: "inter_op_thread_count" value: {{ string_value: "1" }} }}
 """
+    )
     parse_config(text)
     return text
 
@@ -46,19 +54,12 @@ def ensemble_config(name: str, python_front: bool) -> str:
     steps.append(("floor_python", "native_a", "native_b", "TOKENS"))  # the fuse step's place: after both members
     if python_front:  # the tokenizer's place
         steps.insert(0, ("floor_python_b", *INPUTS, "front"))
-    text = f"""name: "{name}"
-platform: "ensemble"
-max_batch_size: {MAX_BATCH_SIZE}
-input [
-{tensor_line(INPUTS[0], "TYPE_INT64", "-1")},
-{tensor_line(INPUTS[1], "TYPE_INT64", "-1")}
-]
-output [
-{tensor_line("TOKENS", "TYPE_INT64", "1")}
-]
-ensemble_scheduling {{
+    text = (
+        interface(name, 'platform: "ensemble"')
+        + """ensemble_scheduling {
   step [
 """
+    )
     text += ",\n".join(
         f"""    {{
       model_name: "{model}"
