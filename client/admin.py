@@ -1,6 +1,6 @@
 """The header that tritonserver's restricted endpoints (model repository, shared memory, trace, logging) check.
 
-The server is started with `--{grpc,http}-restricted-...=<apis>:triton-admin-key=<key>` (server/launch.py); its gRPC
+The server is started with `--{grpc,http}-restricted-...=<apis>:triton-admin-key=<key>` (server/flags.py); its gRPC
 side checks the header under a fixed prefix, so the name a client sends depends on the protocol.
 """
 

@@ -43,12 +43,12 @@ ENV PATH=/srv/feedback/.venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
     BIND=0.0.0.0 \
     MODEL_CONTROL=explicit
 # At build time, everything a read-only root filesystem cannot take at run time: the bytecode of every module and of
-# each version folder's model.py (server/launch.py's precompile: the stub would otherwise write __pycache__ there),
+# each version folder's model.py (server/backends.py's precompile: the stub would otherwise write __pycache__ there),
 # and the backend directory build/backends/<hash>. The run then only checks that they are there.
 # MODEL_CONTROL=explicit: the supervisor heals a dead stub through the repository API, not by touching the read-only
 # repository's folders.
 RUN python -m compileall -q client server python_backend \
-    && python -c "from server.launch import ROOT, prepare; print(prepare(ROOT / 'model_repository', ROOT / 'build'))" \
+    && python -c "from server import ROOT; from server.backends import prepare; print(prepare(ROOT / 'model_repository', ROOT / 'build'))" \
     && useradd --system --uid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin feedback
 # The canary (every ensemble answers, right), as the compose healthcheck runs it.
 HEALTHCHECK --interval=10s --timeout=8s --start-period=120s --retries=3 CMD ["python", "-m", "server.probe", "--timeout", "3"]

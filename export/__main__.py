@@ -24,7 +24,7 @@ from python_backend.text import encode
 from release import staging
 from release.parity import parity_samples
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, accuracy
-from server.launch import precompile
+from server.backends import precompile
 from server.probe import CANARY_FILE
 
 ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))

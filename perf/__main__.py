@@ -23,7 +23,7 @@ from pathlib import Path
 from perf import floors, inprocess_limit, perf_analyzer, report, repositories, runs, servers, triton_stats, workload
 from perf.systems import SYSTEMS, System
 from python_backend.inprocess import Fuse
-from server.launch import ROOT
+from server import ROOT
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ import numpy as np
 from client import FeedbackClient
 from perf.runs import start_scenario, write_summary
 from python_backend.layout import served_tokenizer
-from server.launch import ROOT, serving
+from server import ROOT
+from server.launch import serving
 
 SHAPES = [(1, 16), (1, 128), (8, 128), (64, 128), (64, 512)]
 MODES = ["none", "system"]

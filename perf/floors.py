@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from export.configs import MAX_BATCH_SIZE, PREFERRED_BATCH_SIZES, dynamic_batching, tensor_line
 from python_backend.layout import parse_config
-from server.launch import ROOT
+from server import ROOT
 
 INPUTS = ("INPUT_IDS", "ATTENTION_MASK")
 

@@ -26,7 +26,8 @@ from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers,
 from python_backend.layout import latest_version
 from release.deploy import deploy, rollback
 from release.validate import held_out
-from server.launch import ROOT, serving
+from server import ROOT
+from server.launch import serving
 
 REPOSITORY = ROOT / "model_repository"
 

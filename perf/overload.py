@@ -21,8 +21,8 @@ from pathlib import Path
 from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes
 from perf.runs import start_scenario, write_summary
-from server import probe
-from server.launch import ROOT, serving
+from server import ROOT, probe
+from server.launch import serving
 
 REFUSALS = {"queue full": "Exceeds maximum queue size", "queue timeout": "Request timeout expired"}
 

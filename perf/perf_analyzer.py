@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.launch import BUNDLED_LIBS, ROOT
+from server import ROOT
+from server.backends import BUNDLED_LIBS
 
 BINARY = Path(sys.executable).parent / "perf_analyzer"
 LIBS = ROOT / "build" / "perf_analyzer_libs"

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from server.launch import mapped_shm_regions
+from server.processes import mapped_shm_regions
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

@@ -16,7 +16,7 @@ from google.protobuf import text_format
 from deploy.gpu_overlay import GPU_PLATFORMS, to_gpu
 from export.members import PROFILES as EXPORT_PROFILES
 from python_backend.layout import read_config
-from server.launch import ROOT
+from server import ROOT
 
 BUILD = ROOT / "build" / "bench"
 PROFILES = tuple(EXPORT_PROFILES)  # small: the default members; minilm: the pretrained all-MiniLM-L6-v2 member

@@ -10,7 +10,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from server.launch import ROOT
+from server import ROOT
 
 RUN_FILE = "run.json"  # machine, start time, commit and settings, recorded when the run starts
 SUMMARY_FILE = "summary.md"  # a scenario's figures (perf/soak.py, perf/overload.py...), as it printed them

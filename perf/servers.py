@@ -10,7 +10,9 @@ from pathlib import Path
 
 import psutil
 
-from server import launch
+from server import ROOT
+from server.launch import free_ports, serving, wait_http_ready
+from server.processes import stop
 
 # As such apps are deployed: gunicorn with one uvicorn worker process per core, each with every model in memory.
 # (uvicorn's own `--workers 2` answered perf_analyzer in 44 ms at concurrency 1 instead of 1 ms, 22 requests/s; under
@@ -80,7 +82,7 @@ def role(process: psutil.Process) -> str:
 @contextmanager
 def triton(repository: Path, log: Path):
     # Poll mode is for version drop-ins; a benchmark wants a repository that holds still.
-    with launch.serving(repository, ready_timeout=300, log=log, poll_secs=3600) as server:
+    with serving(repository, ready_timeout=300, log=log, poll_secs=3600) as server:
         yield Running(server.http_url, server.grpc_url, [server.process])
 
 
@@ -91,7 +93,7 @@ def _gunicorn(factory: str, port: int, env: dict[str, str], log) -> subprocess.P
 
 
 def _app_env(repository: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(launch.ROOT), BENCH_REPOSITORY=str(repository), **extra)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), BENCH_REPOSITORY=str(repository), **extra)
     env["OMP_NUM_THREADS"] = "1"  # each app sets its own model threads; stop OpenMP from taking every core as well
     return env
 
@@ -101,17 +103,17 @@ def _apps(started: list[tuple[subprocess.Popen, str, str]], log):
     """Wait for every (process, url, name), yield, and stop them all whatever happens."""
     try:
         for process, url, name in started:
-            launch.wait_http_ready(process, f"http://{url}", name, timeout=180)
+            wait_http_ready(process, f"http://{url}", name, timeout=180)
         yield
     finally:
         for process, _, _ in started:
-            launch.stop(process)
+            stop(process)
         log.close()
 
 
 @contextmanager
 def v0_monolith(repository: Path, log: Path):
-    (port,) = launch.free_ports(1)
+    (port,) = free_ports(1)
     out = open(log, "ab")
     process = _gunicorn("monolith", port, _app_env(repository), out)
     url = f"127.0.0.1:{port}"
@@ -121,7 +123,7 @@ def v0_monolith(repository: Path, log: Path):
 
 @contextmanager
 def v1_fanout(repository: Path, members: list[str], log: Path):
-    ports = launch.free_ports(len(members) + 1)
+    ports = free_ports(len(members) + 1)
     out = open(log, "ab")
     started = []
     for name, port in zip(members, ports, strict=False):

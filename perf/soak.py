@@ -23,7 +23,8 @@ from pathlib import Path
 from perf import perf_analyzer, triton_stats
 from perf.procstats import rss_bytes, shm_bytes
 from perf.runs import start_scenario, write_summary
-from server.launch import ROOT, serving
+from server import ROOT
+from server.launch import serving
 
 RSS_BOUND = 64 * 2**20  # bytes of growth tolerated: allocator arenas settle, a leak keeps going
 SHM_BOUND = 16 * 2**20

@@ -22,7 +22,8 @@ from perf.runs import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
 from release.deploy import deploy
 from release.validate import held_out
-from server.launch import ROOT, serving
+from server import ROOT
+from server.launch import serving
 
 PATHS = (
     ("feedback", None, "default ensemble"),

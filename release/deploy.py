@@ -37,7 +37,8 @@ from python_backend.layout import latest_version, next_version, parse_config, re
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
 from release import staging
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
-from server.launch import REPOSITORY, precompile
+from server.backends import precompile
+from server.launch import REPOSITORY
 
 SERVE_TIMEOUT_S = 300
 

@@ -32,7 +32,10 @@ import os  # noqa: E402
 import secrets  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from server.launch import ROOT, Ports, command, environment, ports_in_use, prepare, restriction_flags  # noqa: E402
+from server import ROOT  # noqa: E402
+from server.backends import environment, prepare  # noqa: E402
+from server.flags import Ports, command, restriction_flags  # noqa: E402
+from server.launch import ports_in_use  # noqa: E402
 from server.supervise import Supervisor  # noqa: E402
 
 

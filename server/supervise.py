@@ -26,8 +26,9 @@ import urllib.request
 from pathlib import Path
 
 from client.admin import admin_headers
-from server import probe
-from server.launch import ROOT, Ports, kill_group, orphaned_stub_regions, stop, stop_with_parent, stub_regions
+from server import ROOT, probe
+from server.flags import Ports, region_prefix
+from server.processes import kill_group, orphaned_stub_regions, regions_named, stop, stop_with_parent
 
 
 class Supervisor:
@@ -52,6 +53,7 @@ class Supervisor:
         self.interval, self.probe_timeout, self.heal_timeout = interval, probe_timeout, heal_timeout
         self.stop_timeout, self.max_failed_starts, self.hung_probes = stop_timeout, max_failed_starts, hung_probes
         self.poll, self.log = poll, log
+        self.prefix = region_prefix(argv) or ""  # its stub regions' names start so (none for a stand-in server)
         self.url = f"http://127.0.0.1:{ports.http}"
         self.admin = {"Content-Type": "application/json"} | (admin_headers("http", admin_key) if admin_key else {})
         self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
@@ -60,7 +62,6 @@ class Supervisor:
         self.ready = False  # has the current tritonserver answered ready yet?
         self.failed_starts = 0  # starts in a row that exited before they were ready
         self.timeouts = 0  # probes in a row in which every canary timed out
-        self.regions: set[Path] = set()
         self.healing: dict[str, float] = {}  # model -> when its reload was asked for
         self.orphans: set[Path] = set()  # regions without a stub when a heal began: the dead stubs' regions
 
@@ -79,7 +80,7 @@ class Supervisor:
         # Cleans up after tritonserver if this process is killed before it can (server/reaper.py); a session of its
         # own, so that what kills this process group does not kill it.
         self.reaper = subprocess.Popen(
-            [sys.executable, "-m", "server.reaper", str(self.process.pid), str(os.getpid())],
+            [sys.executable, "-m", "server.reaper", str(self.process.pid), str(os.getpid()), self.prefix],
             cwd=ROOT,
             start_new_session=True,
         )
@@ -91,20 +92,19 @@ class Supervisor:
 
     def restart(self, reason: str) -> None:
         self.say(f"restarting tritonserver: {reason}")
-        self.regions |= kill_group(self.process.pid)  # a server that died on its own leaves its stubs running
+        kill_group(self.process.pid)  # a server that died on its own leaves its stubs running
         self.reap()
         self.start()
 
     def reap(self) -> None:
-        """Wait for tritonserver to exit, then remove the stub regions it left: a killed server leaves all of
-        them, and one that healed a model keeps the dead stub's model loaded, so at shutdown it waits its exit
-        timeout (--exit-timeout-secs) and leaves that model's regions."""
+        """Wait for tritonserver to exit (its process group killed), then remove the stub regions it left, by its
+        region prefix: a killed server leaves all of them, and one that healed a model keeps the dead stub's model
+        loaded, so at shutdown it waits its exit timeout (--exit-timeout-secs) and leaves that model's regions."""
         self.process.wait()
         self.reaper.kill()  # this process cleans up itself
         self.reaper.wait()
-        for region in self.regions:
+        for region in regions_named(self.prefix):
             region.unlink(missing_ok=True)
-        self.regions.clear()
 
     def heal(self, model: str) -> None:
         asked = self.healing.get(model)
@@ -175,7 +175,6 @@ class Supervisor:
     def watch_once(self) -> None:
         if self.process.poll() is not None:
             return self.exited()
-        self.regions |= stub_regions(self.process.pid)
         if not self.ready:
             if not probe.server_ready(self.url, self.probe_timeout):
                 return  # still loading: its models are checked once it says ready

@@ -11,7 +11,9 @@ import pytest
 
 from client.admin import admin_headers
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import ROOT, Ports, Running, free_ports, mapped_shm_regions, start, stop, wait_ready
+from server import ROOT
+from server.launch import Running, serving
+from server.processes import mapped_shm_regions
 
 REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
@@ -35,28 +37,31 @@ class Server(Running):
 
 @contextmanager
 def run_server(repository: Path, log: Path, model_control: str = "poll", refusals_leak: bool = False):
-    """Start, wait for readiness, yield; on the way out, an exception included, stop it and check that its shm
-    regions are gone.
+    """A server of the test's own (server.launch.serving), whose exit, an exception included, also checks that its
+    shm regions are gone: the clients' ones it still mapped, and its stubs' ones that stop() had to remove.
 
     refusals_leak: the test makes the server refuse requests inside an ensemble (full queue). tritonserver 2.51 then
     counts them as in flight forever, so shutdown waits its exit timeout and leaves the stubs' regions (stop()
     removes them); the clients' regions must still be gone.
     """
-    ports = Ports(*free_ports(3))
     admin_key = secrets.token_urlsafe(32)
-    process = start(repository, ports, log=log, poll_secs=POLL_SECS, model_control=model_control, admin_key=admin_key)
     regions: set[Path] = set()
+    running = None
     try:
-        wait_ready(process, ports)
-        yield Server(process, ports, log, admin_key)
+        with serving(
+            repository, log=log, poll_secs=POLL_SECS, model_control=model_control, admin_key=admin_key
+        ) as running:
+            try:
+                yield Server(running.process, running.ports, log, admin_key)
+            finally:
+                if running.process.poll() is None:
+                    regions = mapped_shm_regions(running.process.pid)
     finally:
-        if process.poll() is None:
-            regions = mapped_shm_regions(process.pid)
-        stubs_left = stop(process)
         left = {region for region in regions if region.exists()}  # clients' regions the server still held
         for region in left:
             region.unlink()
-        lines = log.read_text(errors="replace").splitlines()
+        stubs_left = running.regions_left if running else set()
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         in_flight = [line.split('"')[1] for line in lines if "in-flight inferences" in line and "has" in line][-3:]
         if stubs_left and in_flight and not refusals_leak:
             # tritonserver 2.51 counted a request as in flight forever, so it stopped at its exit timeout without

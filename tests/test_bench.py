@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from perf.systems import SYSTEMS
-from server.launch import ROOT
+from server import ROOT
 
 pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
 

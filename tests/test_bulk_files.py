@@ -14,7 +14,7 @@ import pytest
 
 from client.errors import ROWS_FAILED_EXIT_CODE
 from export import corpus
-from server.launch import ROOT
+from server import ROOT
 from tests.test_client import feedback_cli
 from tests.test_recovery import ready_supervised
 

@@ -27,7 +27,9 @@ from client.errors import (
 )
 from client.shm import cuda_module
 from export import corpus, datasets
-from server.launch import Ports, free_ports, group_members, mapped_shm_regions, start, stop, stub_regions, wait_ready
+from server.flags import Ports
+from server.launch import free_ports, start, wait_ready
+from server.processes import group_members, mapped_shm_regions, stop, stub_regions
 from tests.conftest import REPOSITORY
 
 TEXTS = datasets.synthetic().held_out.texts[:100] + ["", "ok", "прайс 💸 " * 200]

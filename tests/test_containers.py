@@ -21,7 +21,9 @@ import pytest
 
 from deploy import images, monitor
 from deploy.podman import environment, podman
-from server.launch import ROOT, free_ports, stub_regions
+from server import ROOT
+from server.launch import free_ports
+from server.processes import stub_regions
 
 pytestmark = pytest.mark.containers
 

@@ -15,8 +15,11 @@ import pytest
 import yaml
 
 from perf.triton_stats import metrics_text
-from server.launch import ROOT, TRITON, Ports, environment, prepare_backends, stop, wait_ready
-from tests.conftest import free_ports
+from server import ROOT
+from server.backends import TRITON, environment, prepare_backends
+from server.flags import Ports
+from server.launch import free_ports, wait_ready
+from server.processes import stop
 
 pytestmark = pytest.mark.unit
 

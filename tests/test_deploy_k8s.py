@@ -10,7 +10,7 @@ import yaml
 
 from deploy.tools import kubectl
 from perf.triton_stats import metrics_text
-from server.launch import ROOT
+from server import ROOT
 from tests.conftest import REPOSITORY, installed
 
 pytestmark = pytest.mark.unit

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from deploy.tools import kubectl
-from server.launch import ROOT
+from server import ROOT
 from tests.conftest import installed
 
 CHECKOV = ROOT / "build" / "checkov-venv" / "bin" / "checkov"  # make scan-tools

@@ -11,7 +11,7 @@ import pytest
 
 from client.feedback import FeedbackClient
 from release.validate import served_class_names
-from server.launch import ROOT
+from server import ROOT
 from tests.conftest import run_server
 from tests.test_client import feedback_cli
 

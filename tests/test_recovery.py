@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from export import corpus
-from server import probe
-from server.launch import ROOT, Ports, stub_regions
-from tests.conftest import free_ports, repository_copy, run_server
+from server import ROOT, probe
+from server.flags import Ports
+from server.launch import free_ports
+from server.processes import stub_regions
+from tests.conftest import repository_copy, run_server
 
 pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
 

@@ -9,7 +9,7 @@ import pytest
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from server.launch import restriction_flags
+from server.flags import restriction_flags
 from tests.test_serving import PROTOCOLS, TEXTS, assert_same, client, infer, text_tensor
 
 REFUSED = "is restricted, expecting header"  # tritonserver's own message, for gRPC and HTTP

@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from server.launch import ROOT, Ports, alive, free_ports, kill_group, orphaned_stub_regions, stub_regions
+from server import ROOT
+from server.flags import Ports, region_prefix
+from server.launch import free_ports
+from server.processes import alive, group_members, kill_group, orphaned_stub_regions, regions_named, stub_regions
 from server.supervise import Supervisor
 from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
@@ -162,31 +165,30 @@ def test_a_killed_supervisor_leaves_no_server_behind(repository, tmp_path, momen
 def test_the_reaper_cleans_up_when_the_supervisor_and_its_server_are_killed_together(repository, tmp_path):
     """Both killed at once as the Python models load (an OOM kill of the container's main processes, say): the
     stubs then wait for good on the dead server (tests/test_client.py), and only the reaper is left to kill them and
-    remove their regions."""
+    remove their regions. Killed the moment a second region appears: the server has made it but not yet started
+    its stub, so no process but the dead server knows of it; the reaper finds it by the server's region prefix."""
     server = Supervised(repository, tmp_path / "server.log")
-    triton, regions, deadline = 0, set(), time.monotonic() + 60
+    triton, prefix, regions, deadline = 0, None, set(), time.monotonic() + 60
     try:
         while len(regions) < 2 and time.monotonic() < deadline:  # two stubs starting: the models are loading
-            tritons = [pid for pid in children(server.process.pid) if b"tritonserver" in cmdline(pid)]
-            triton = tritons[0] if tritons else 0
-            regions = stub_regions(triton) if triton else set()
-            time.sleep(0.05)
+            if not prefix:
+                tritons = [pid for pid in children(server.process.pid) if b"tritonserver" in cmdline(pid)]
+                triton = tritons[0] if tritons else 0
+                prefix = region_prefix(cmdline(triton).decode().split("\0")) if triton else None
+            regions = regions_named(prefix)
+            time.sleep(0.005)
         assert len(regions) >= 2, f"no stubs started (log: {server.log})"
-        stubs = children(triton)
         server.process.kill()
         os.kill(triton, signal.SIGKILL)
         killed = time.monotonic()
-        while time.monotonic() - killed < STOP_WITHIN and (
-            [pid for pid in stubs if alive(pid)] or [region for region in regions if region.exists()]
-        ):
+        while time.monotonic() - killed < STOP_WITHIN and (group_members(triton) or regions_named(prefix)):
             time.sleep(0.1)
-        left = [pid for pid in stubs if alive(pid)]
-        left_regions = [region for region in regions if region.exists()]
+        left, left_regions = group_members(triton), regions_named(prefix)
     finally:
         server.process.kill()
         kill_group(triton) if triton else None
-        for region in regions:
-            region.unlink(missing_ok=True)
+        for region in regions_named(prefix):
+            region.unlink()
     assert not left, f"stubs outlived the supervisor and server by {STOP_WITHIN} s"
     assert not left_regions, f"stub regions left in /dev/shm: {left_regions}"
 
@@ -195,7 +197,7 @@ def test_the_reaper_exits_when_the_supervisor_dies_before_it_has_started():
     """The supervisor killed the moment it has started its server and reaper, before the reaper (a Python process)
     has even run: the reaper still cleans up and exits, instead of taking its new parent for the supervisor."""
     code = (
-        "import sys; from pathlib import Path; from server.launch import Ports;"
+        "import sys; from pathlib import Path; from server.flags import Ports;"
         "from server.supervise import Supervisor;"
         "sys.exit(Supervisor([sys.executable, '-c', 'import time; time.sleep(600)'], {}, Ports(1, 2, 3), Path('.'),"
         " interval=0.5, probe_timeout=0.2).run())"
@@ -248,7 +250,7 @@ def test_supervisor_stops_on_a_signal_delivered_at_chosen_points(fake_server, wh
     """The supervisor's loop alone, driving a stand-in child process, with a burst of signals: the handler only
     sets a flag, so however many arrive and wherever the loop is, it stops, kills the child, and exits 0."""
     code = (
-        "import sys; from pathlib import Path; from server.launch import Ports;"
+        "import sys; from pathlib import Path; from server.flags import Ports;"
         "from server.supervise import Supervisor;"
         f"sys.exit(Supervisor([sys.executable, '-c', {fake_server!r}], {{}}, Ports(1, 2, 3), Path('.'),"
         " interval=0.5, probe_timeout=0.2, stop_timeout=1).run())"

@@ -18,7 +18,8 @@ from python_backend.tenants import MAPPING, TenantTable, check_tenant
 from release.deploy import deploy
 from release.validate import Rejected, held_out
 from server import probe
-from tests.conftest import REPOSITORY, free_ports, run_server
+from server.launch import free_ports
+from tests.conftest import REPOSITORY, run_server
 from tests.test_deploy import copy_repository
 
 REQUESTS = 5  # per client thread

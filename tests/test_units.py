@@ -154,7 +154,7 @@ def test_member_config_serves_the_shapes_instances_and_threads():
 def test_bench_gpu_variant_moves_only_the_members_to_the_gpu(tmp_path):
     from perf.repositories import variant
     from python_backend.layout import read_config
-    from server.launch import ROOT
+    from server import ROOT
 
     copy = variant(ROOT / "model_repository", tmp_path / "gpu", gpu=True)
     kinds = {path.parent.name: read_config(path.parent) for path in copy.glob("*/config.pbtxt")}
