@@ -73,6 +73,14 @@ def regions_named(prefix: str | None) -> set[Path]:
     return set(SHM.glob(f"{prefix}*")) if prefix else set()
 
 
+def remove_regions(prefix: str | None) -> set[Path]:
+    """Remove a server's stub regions (once its process group is dead: no stub uses them any more); returns them."""
+    regions = regions_named(prefix)
+    for region in regions:
+        region.unlink(missing_ok=True)
+    return regions
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL whatever is left of a tritonserver's process group, dead leader included.
 
@@ -101,10 +109,7 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> set[Path]:
             pass
     kill_group(process.pid)
     process.wait()
-    left = regions_named(region_prefix(process.args))
-    for region in left:
-        region.unlink(missing_ok=True)
-    return left
+    return remove_regions(region_prefix(process.args))
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -14,7 +14,7 @@ import sys
 import time
 
 from server.flags import EXIT_TIMEOUT_SECS
-from server.processes import alive, kill_group, regions_named
+from server.processes import alive, kill_group, remove_regions
 
 
 def main() -> None:
@@ -27,8 +27,7 @@ def main() -> None:
     while alive(triton) and time.monotonic() < deadline:
         time.sleep(0.1)
     kill_group(triton)
-    for region in regions_named(prefix):
-        region.unlink(missing_ok=True)
+    remove_regions(prefix)
 
 
 if __name__ == "__main__":

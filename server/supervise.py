@@ -28,7 +28,7 @@ from pathlib import Path
 from client.admin import admin_headers
 from server import ROOT, probe
 from server.flags import Ports, region_prefix
-from server.processes import kill_group, orphaned_stub_regions, regions_named, stop, stop_with_parent
+from server.processes import kill_group, orphaned_stub_regions, remove_regions, stop, stop_with_parent
 
 
 class Supervisor:
@@ -103,8 +103,7 @@ class Supervisor:
         self.process.wait()
         self.reaper.kill()  # this process cleans up itself
         self.reaper.wait()
-        for region in regions_named(self.prefix):
-            region.unlink(missing_ok=True)
+        remove_regions(self.prefix)
 
     def heal(self, model: str) -> None:
         asked = self.healing.get(model)

@@ -52,7 +52,7 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
             repository, log=log, poll_secs=POLL_SECS, model_control=model_control, admin_key=admin_key
         ) as running:
             try:
-                yield Server(running.process, running.ports, log, admin_key)
+                yield Server(running.process, running.ports, log, admin_key, regions_left=running.regions_left)
             finally:
                 if running.process.poll() is None:
                     regions = mapped_shm_regions(running.process.pid)
