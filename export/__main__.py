@@ -1,13 +1,16 @@
 """`python -m export`: train the members and write them into a Triton model repository.
 
 python -m export [--repository DIR] [--profile small|minilm] [--train-data FILE --text-column C --label-column L]
+                 [--server HOST:PORT [--admin-key KEY]]
 python -m export --from-pretrained CHECKPOINT_DIR --name MODEL [--repository DIR]
 
 Without --train-data the members learn the built-in synthetic corpus (six topics); with it, the user's own labelled
-rows and label set (CSV with a header row, or JSONL).
+rows and label set (CSV with a header row, or JSONL). With --server (the HTTP endpoint of the Triton serving the
+repository) the ensembles switch from the old models to the new ones at once (release/switch.py).
 """
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +24,8 @@ from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedIn
 from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.text import encode
-from release import staging
+from release import staging, switch
+from release.live import Live
 from release.parity import parity_samples
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, accuracy
 from server.backends import precompile
@@ -32,7 +36,24 @@ ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))
 TORCHSCRIPT_TENSORS = (("INPUT_IDS__0", "ATTENTION_MASK__1"), ("PROBS__0", "INPUT_ERRORS__1"))
 
 
-def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: int) -> None:
+def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> None:
+    """With the server that serves `repo`, switch its ensembles from the old models to the new ones at once
+    (release/switch.py); without it, swap each model folder whole, one after another (a server polling the
+    repository may then answer from new members under an old fuse for a moment)."""
+    reasons = switch.blockers(stage, repo, changed)
+    if live and changed and not reasons:
+        started = time.monotonic()
+        switch.release_together(stage, repo, changed, live)
+        print(f"switched the ensembles to the new {', '.join(changed)} at once ({time.monotonic() - started:.1f} s)")
+        return
+    if live and reasons:
+        print(f"swapping models one by one, not together: {'; '.join(reasons)}")
+    staging.publish(stage, repo, changed)
+    for model in changed if live else []:
+        live.load(model)  # explicit mode; poll mode loads them at its next poll
+
+
+def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: int, live: Live | None = None) -> None:
     started = time.monotonic()
     profile = PROFILES[profile_name]
     tok = minilm.tokenizer(profile.pad_to)
@@ -116,9 +137,10 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         precompile(stage)  # or each Python model's stub writes its bytecode once live, and poll mode reloads it
         repo.mkdir(parents=True, exist_ok=True)
         with staging.locked(repo):  # no deploy in between
-            changed = staging.publish(
-                stage, repo, [*members, *repository.COMMITTED_MODELS], files=[staging.HELD_OUT, CANARY_FILE]
-            )
+            changed = staging.changed(stage, repo, [*members, *repository.COMMITTED_MODELS])
+            go_live(stage, repo, changed, live)
+            for name in (staging.HELD_OUT, CANARY_FILE):  # after the models: the canary checks what now serves
+                (stage / name).replace(repo / name)
     print(
         f"wrote {', '.join(changed) or 'no changed model'}, {staging.HELD_OUT} and {CANARY_FILE} into {repo} "
         f"in {time.monotonic() - started:.1f} s"
@@ -153,6 +175,14 @@ def main() -> None:
     parser.add_argument(
         "--max-drop", type=float, default=MAX_DROP, help="--from-pretrained of a member: the deploy gate"
     )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        help="Triton's HTTP endpoint serving --repository: switch its ensembles to the new models at once",
+    )
+    parser.add_argument(
+        "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (for the load API)"
+    )
     args = parser.parse_args()
     if args.from_pretrained:
         if not args.name:
@@ -172,7 +202,11 @@ def main() -> None:
             )
         except (OSError, ValueError) as error:
             parser.error(str(error))
-        export_default(args.repository, args.profile, data, args.seed)
+        if args.server:
+            with Live(args.server, args.admin_key) as live:
+                export_default(args.repository, args.profile, data, args.seed, live)
+        else:
+            export_default(args.repository, args.profile, data, args.seed)
 
 
 if __name__ == "__main__":

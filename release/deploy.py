@@ -27,50 +27,22 @@ import sys
 import time
 from pathlib import Path
 
-import tritonclient.http as httpclient
 from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
-from client.admin import admin_headers
 from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
 from release import staging
+from release.live import make_live
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from server.backends import precompile
 from server.launch import REPOSITORY
-
-SERVE_TIMEOUT_S = 300
 
 
 def retired(repo: Path) -> Path:
     """Where rollback puts the versions it takes out: beside the repository, on the same file system."""
     return repo.resolve().parent / f"{repo.name}.retired"
-
-
-def make_live(server: str, models: list[tuple[str, int | None]], admin_key: str | None = None) -> None:
-    """Return once each (model, version or None for any) serves, members before the ensembles that use them.
-
-    Explicit mode: the repository load API loads the model (and, in Triton, reloads the ensembles using it).
-    Poll mode refuses that API; the next poll loads the model, and this waits for it. The load API is one of the
-    server's restricted endpoints: it needs the server's admin key.
-    """
-    headers = admin_headers("http", admin_key) if admin_key else None
-    client = httpclient.InferenceServerClient(server)
-    try:
-        for model, version in models:
-            try:
-                client.load_model(model, headers=headers)
-            except InferenceServerException as error:
-                if "polling is enabled" not in str(error):
-                    raise
-            deadline = time.monotonic() + SERVE_TIMEOUT_S
-            while not client.is_model_ready(model, "" if version is None else str(version)):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{model} version {version} did not become ready in {SERVE_TIMEOUT_S} s")
-                time.sleep(0.2)
-    finally:
-        client.close()
 
 
 def stage_candidate(stage: Path, model: str, version_dir: Path, version: int, config_text: str) -> Path:

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from python_backend.layout import next_version
+from python_backend.layout import latest_version, next_version, versions
 
 # The rows export held out from training, with their label names: deploys score candidates on them. Triton ignores
 # files at the repository's root.
@@ -72,18 +72,25 @@ def same_tree(a: Path, b: Path) -> bool:
     return not mismatch and not errors and all(same_tree(a / d, b / d) for d in comparison.common_dirs)
 
 
-def publish(stage: Path, repo: Path, models: list[str], files: list[str]) -> list[str]:
-    """Make staged model folders, then staged files at the repository's root, live, back to back, each in one step.
+def changed(stage: Path, repo: Path, models: list[str]) -> list[str]:
+    """The staged models (config.pbtxt and version 1) that the repository does not serve yet: a model with the same
+    config and, as its latest version, the same files is left alone, as replacing it would only make Triton reload
+    it (and the ensembles using it)."""
+    return [
+        model
+        for model in models
+        if not (
+            versions(repo / model)
+            and filecmp.cmp(stage / model / "config.pbtxt", repo / model / "config.pbtxt", shallow=False)
+            and same_tree(stage / model / "1", latest_version(repo / model))
+        )
+    ]
 
-    A model whose files did not change is left alone: swapping it would only make Triton reload it (and the
-    ensembles using it). Returns the models that changed.
-    """
-    changed = [model for model in models if not ((repo / model).exists() and same_tree(stage / model, repo / model))]
-    for model in changed:
+
+def publish(stage: Path, repo: Path, models: list[str]) -> None:
+    """Make staged model folders live, back to back, each in one step."""
+    for model in models:
         install_model(stage / model, repo / model)
-    for name in files:
-        (stage / name).replace(repo / name)
-    return changed
 
 
 def install_version(staged_version: Path, config_text: str, model_dir: Path) -> int:

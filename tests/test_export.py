@@ -11,13 +11,18 @@ import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 import export.__main__ as export_cli
 from export import corpus, datasets
 from export.pretrained import export_pretrained
+from perf.steady_load import served_versions
 from python_backend.inprocess import InProcessEnsemble
+from python_backend.layout import next_version
 from release import parity, staging
+from release.deploy import register_tenant
+from release.live import Live
 from release.parity import ParityError
 from release.validate import Rejected, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, repository_copy, run_server
@@ -104,51 +109,69 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
         assert [m for m in state if state[m] not in (before[m], after[m])] == [], "a model was half-written"
 
 
-def test_export_while_the_server_polls_fails_no_request(tmp_path, monkeypatch):
-    """Clients classify through feedback_text while export replaces the members and fuse of the repository a server
-    polls every second: every request is answered, and each client's answers go from the old ensemble's to the new
-    one's and never back. In between, Triton 2.51 has swapped each member as soon as its new version loaded, under the
-    old fuse, still loading: those answers are neither (README, "Releasing a new export")."""
+@pytest.mark.parametrize("model_control", ["poll", "explicit"])
+def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path, monkeypatch, model_control):
+    """Clients classify through feedback_text, and a tenant's copy of it, while export, given the server, replaces the
+    members and fuse of the repository it serves: every request is answered, and each client's answers go from the
+    old ensemble's to the new one's at once, never from new members under the old fuse. Afterwards the repository is
+    as Triton users expect: ensembles on the latest versions, each model serving its new version alone."""
     repo = repository_copy(tmp_path / "repo")
+    # A tenant whose own transformer (the default one's copy) export leaves alone: its ensembles switch all the same.
+    shutil.copytree(repo / "transformer", repo / "transformer__acme")
+    config = repo / "transformer__acme" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "transformer"', 'name: "transformer__acme"', 1))
+    register_tenant(repo, "acme", "transformer")
+    ensembles = {name: (repo / name / "config.pbtxt").read_text() for name in ("feedback", "feedback_text__acme")}
+    changed = {model: str(next_version(repo / model)) for model in ("transformer", "textcnn", "fuse")}
     texts = TEXTS[:8]
     old = InProcessEnsemble(repo).classify(texts)["PROBS"]
-    answers, errors, done = {0: [], 1: []}, [], threading.Event()
+    answers = [("feedback_text", []), ("feedback_text", []), ("feedback_text__acme", [])]  # one client each
+    errors, done = [], threading.Event()
 
-    def classify(url, answered):
+    def classify(url, ensemble, answered):
         triton = grpcclient.InferenceServerClient(url)
         text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
         text.set_data_from_numpy(text_tensor(texts))
         try:
             while not done.is_set():
                 try:
-                    answered.append(triton.infer("feedback_text", [text]).as_numpy("PROBS"))
+                    answered.append(triton.infer(ensemble, [text]).as_numpy("PROBS"))
                 except InferenceServerException as error:
                     errors.append(error)
         finally:
             triton.close()
 
     monkeypatch.setattr(export_cli, "fit", untrained)
-    with run_server(repo, tmp_path / "server.log") as server:
-        clients = [threading.Thread(target=classify, args=(server.grpc_url, answered)) for answered in answers.values()]
+    with run_server(repo, tmp_path / "server.log", model_control=model_control) as server:
+        clients = [
+            threading.Thread(target=classify, args=(server.grpc_url, ensemble, answered))
+            for ensemble, answered in answers
+        ]
         for client in clients:
             client.start()
         try:
-            export_cli.export_default(repo, "small", datasets.synthetic(), seed=14)
-            new = InProcessEnsemble(repo).classify(texts)["PROBS"]
-            deadline = time.monotonic() + 60
-            while not all(np.allclose(a[-1], new, atol=1e-5) for a in answers.values()) and time.monotonic() < deadline:
-                time.sleep(POLL_SECS)
-            time.sleep(2 * POLL_SECS)  # and some more answers from the new state
+            time.sleep(POLL_SECS)  # some answers from the old state
+            with Live(server.http_url, server.admin_key) as live:
+                export_cli.export_default(repo, "small", datasets.synthetic(), seed=14, live=live)
+            time.sleep(2 * POLL_SECS)  # and some more from the new state
         finally:
             done.set()
             for client in clients:
                 client.join()
+        with httpclient.InferenceServerClient(server.http_url) as client:
+            served = {model: served_versions(client, model, server.admin_headers("http")) for model in changed}
     assert errors == []
-    for answered in answers.values():
+    new = InProcessEnsemble(repo).classify(texts)["PROBS"]
+    for ensemble, answered in answers:
+        # The tenant's new answer has no in-process reference (old transformer, new textcnn and fuse): its last one.
+        last = new if ensemble == "feedback_text" else answered[-1]
         which = "".join(
-            "o" if np.allclose(a, old, atol=1e-5) else "n" if np.allclose(a, new, atol=1e-5) else "m" for a in answered
+            "o" if np.allclose(a, old, atol=1e-5) else "n" if np.allclose(a, last, atol=1e-5) else "m" for a in answered
         )
-        assert re.fullmatch("o+m*n+", which), f"old (o), mixed (m) and new (n) answers in this order: {which}"
+        runs = " ".join(f"{run[0]}x{len(run)}" for run in re.findall(r"o+|m+|n+", which))
+        assert re.fullmatch("o+n+", which), f"{ensemble}: old (o), mixed (m) and new (n) answers in this order: {runs}"
+    assert served == {model: [version] for model, version in changed.items()}
+    assert {name: (repo / name / "config.pbtxt").read_text() for name in ensembles} == ensembles
 
 
 def tiny_checkpoint(path, labels, tokenizer: str):

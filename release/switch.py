@@ -1,0 +1,124 @@
+"""Make new versions of several models live together: every ensemble answer comes from the old versions or from the
+new ones, never from a mix.
+
+Triton 2.51 has no transaction across models: in poll mode it swaps each changed model in as soon as its new version
+has loaded, under ensembles still running the others' old versions. An ensemble's own config, though, is swapped
+whole. So the switch goes through Triton's own version pins (an ensemble step's `model_version`), in four steps, each
+serving before the next is written:
+
+1. pin: each ensemble that uses a changed model names the version it serves now, instead of -1 (the latest);
+2. load: each changed model gets its new files as its next version and keeps the old one loaded (latest 2);
+3. switch: each of those ensembles names the new versions, one config per ensemble;
+4. unpin: the ensembles and the models get their configs back (-1, latest 1), which now mean the new versions.
+
+Each step waits for the server's word (release/live.py), so this needs the server. The models keep their configs:
+a config applies to every loaded version, so a model whose config changes cannot serve old and new side by side.
+"""
+
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from python_backend.layout import parse_config, versions
+from release.live import Live
+
+
+def blockers(stage: Path, repo: Path, models: list[str]) -> list[str]:
+    """Why `models` (staged as stage/<model>/config.pbtxt and 1/) cannot be switched together; [] when they can."""
+    reasons = []
+    for model in models:
+        if not versions(repo / model):
+            reasons.append(f"{model} is new")
+        elif (stage / model / "config.pbtxt").read_text() != (repo / model / "config.pbtxt").read_text():
+            reasons.append(f"{model}'s config changed")
+    return reasons
+
+
+def _replace(stage: Path, path: Path, text: str) -> None:
+    """Readers (Triton's poll) see the old file or the new one, never half of one."""
+    staged = stage / f"{path.parent.name}.{path.name}"
+    staged.write_text(text)
+    staged.replace(path)
+
+
+def _pinned(config_text: str, pins: dict[str, int]) -> str:
+    config = parse_config(config_text)
+    for step in config.ensemble_scheduling.step:
+        step.model_version = pins.get(step.model_name, step.model_version)
+    return text_format.MessageToString(config)
+
+
+def _keeping_two(config_text: str) -> str:
+    config = parse_config(config_text)
+    config.version_policy.latest.num_versions = 2
+    return text_format.MessageToString(config)
+
+
+def _serves_pins(live: Live, ensemble: str, pins: dict[str, int]) -> bool:
+    """Whether the ensemble as it serves now runs each model in `pins` at that version (-1: the latest)."""
+    served = {
+        step["model_name"]: int(step.get("model_version", -1))
+        for step in live.config(ensemble)["ensemble_scheduling"]["step"]
+    }
+    return all(served[model] == version for model, version in pins.items() if model in served)
+
+
+def _unloaded(live: Live, model: str, version: int) -> bool:
+    return not live.ready(model, version)
+
+
+def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> None:
+    """Make stage/<model>/1 live as the next version of each of `models`, switching the ensembles at once (the module's
+    four steps). The caller holds the repository's lock and has checked blockers()."""
+    ensembles = {
+        path.parent.name: path.read_text()
+        for path in sorted(repo.glob("*/config.pbtxt"))
+        if (config := parse_config(path.read_text())).platform == "ensemble"
+        and {step.model_name for step in config.ensemble_scheduling.step} & set(models)
+    }
+    configs = {model: (repo / model / "config.pbtxt").read_text() for model in models}
+    old = {model: versions(repo / model)[-1] for model in models}
+    new = {model: number + 1 for model, number in old.items()}
+
+    def switch_ensembles(pins: dict[str, int]) -> None:
+        for ensemble, text in ensembles.items():
+            _replace(stage, repo / ensemble / "config.pbtxt", _pinned(text, pins))
+        for ensemble in ensembles:
+            live.load(ensemble)
+            live.wait(f"{ensemble} serving versions {pins}", _serves_pins, live, ensemble, pins)
+
+    try:
+        switch_ensembles(old)
+        for model in models:
+            _replace(stage, repo / model / "config.pbtxt", _keeping_two(configs[model]))
+            (stage / model / "1").rename(repo / model / str(new[model]))
+        for model in models:
+            live.load(model)
+            live.wait(f"{model} version {new[model]} serving", live.ready, model, new[model])
+        switch_ensembles(new)
+    except BaseException:
+        _undo(stage, repo, ensembles, configs, new)
+        raise
+    # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
+    for ensemble, text in ensembles.items():
+        _replace(stage, repo / ensemble / "config.pbtxt", text)
+    for model in models:
+        _replace(stage, repo / model / "config.pbtxt", configs[model])
+    unpinned = {model: -1 for model in models}
+    for model in [*models, *ensembles]:
+        live.load(model)
+    for model in models:
+        live.wait(f"{model} version {old[model]} unloaded", _unloaded, live, model, old[model])
+    for ensemble in ensembles:
+        live.wait(f"{ensemble} serving the latest versions", _serves_pins, live, ensemble, unpinned)
+
+
+def _undo(stage: Path, repo: Path, ensembles: dict[str, str], configs: dict[str, str], new: dict[str, int]) -> None:
+    """Put back every file release_together changed: the configs, then the new versions out (to the staging folder,
+    removed with it). What the server had loaded by then reloads from these files at its next poll."""
+    for ensemble, text in ensembles.items():
+        _replace(stage, repo / ensemble / "config.pbtxt", text)
+    for model, text in configs.items():
+        _replace(stage, repo / model / "config.pbtxt", text)
+        if (repo / model / str(new[model])).exists():
+            (repo / model / str(new[model])).rename(stage / model / "1")
