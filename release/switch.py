@@ -18,6 +18,7 @@ a config applies to every loaded version, so a model whose config changes cannot
 from pathlib import Path
 
 from google.protobuf import text_format
+from tritonclient.utils import InferenceServerException
 
 from python_backend.layout import parse_config, versions
 from release.live import Live
@@ -97,7 +98,24 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
             live.wait(f"{model} version {new[model]} serving", live.ready, model, new[model])
         switch_ensembles(new)
     except BaseException:
-        _undo(stage, repo, ensembles, configs, new)
+        # Undone in the order that keeps every answer whole: the ensembles back on the old versions (still loaded),
+        # then the files. If the server cannot confirm the first step (it may be what failed), the files go back all
+        # the same.
+        try:
+            switch_ensembles(old)
+        except (InferenceServerException, OSError, TimeoutError) as error:
+            print(f"undoing the switch: the server did not confirm the ensembles on the old versions: {error}")
+        for model in models:
+            _replace(stage, repo / model / "config.pbtxt", configs[model])
+            if (repo / model / str(new[model])).exists():  # out to the staging folder, removed with it
+                (repo / model / str(new[model])).rename(stage / model / "1")
+        for ensemble, text in ensembles.items():
+            _replace(stage, repo / ensemble / "config.pbtxt", text)
+        try:
+            for model in [*models, *ensembles]:
+                live.load(model)
+        except (InferenceServerException, OSError) as error:
+            print(f"undoing the switch: the server did not load the old files: {error}")
         raise
     # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
     for ensemble, text in ensembles.items():
@@ -111,14 +129,3 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
         live.wait(f"{model} version {old[model]} unloaded", _unloaded, live, model, old[model])
     for ensemble in ensembles:
         live.wait(f"{ensemble} serving the latest versions", _serves_pins, live, ensemble, unpinned)
-
-
-def _undo(stage: Path, repo: Path, ensembles: dict[str, str], configs: dict[str, str], new: dict[str, int]) -> None:
-    """Put back every file release_together changed: the configs, then the new versions out (to the staging folder,
-    removed with it). What the server had loaded by then reloads from these files at its next poll."""
-    for ensemble, text in ensembles.items():
-        _replace(stage, repo / ensemble / "config.pbtxt", text)
-    for model, text in configs.items():
-        _replace(stage, repo / model / "config.pbtxt", text)
-        if (repo / model / str(new[model])).exists():
-            (repo / model / str(new[model])).rename(stage / model / "1")

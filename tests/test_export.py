@@ -5,6 +5,7 @@ import re
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from export import corpus, datasets
 from export.pretrained import export_pretrained
 from perf.steady_load import served_versions
 from python_backend.inprocess import InProcessEnsemble
-from python_backend.layout import next_version
+from python_backend.layout import latest_version, next_version
 from release import parity, staging
 from release.deploy import register_tenant
 from release.live import Live
@@ -109,26 +110,13 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
         assert [m for m in state if state[m] not in (before[m], after[m])] == [], "a model was half-written"
 
 
-@pytest.mark.parametrize("model_control", ["poll", "explicit"])
-def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path, monkeypatch, model_control):
-    """Clients classify through feedback_text, and a tenant's copy of it, while export, given the server, replaces the
-    members and fuse of the repository it serves: every request is answered, and each client's answers go from the
-    old ensemble's to the new one's at once, never from new members under the old fuse. Afterwards the repository is
-    as Triton users expect: ensembles on the latest versions, each model serving its new version alone."""
-    repo = repository_copy(tmp_path / "repo")
-    # A tenant whose own transformer (the default one's copy) export leaves alone: its ensembles switch all the same.
-    shutil.copytree(repo / "transformer", repo / "transformer__acme")
-    config = repo / "transformer__acme" / "config.pbtxt"
-    config.write_text(config.read_text().replace('name: "transformer"', 'name: "transformer__acme"', 1))
-    register_tenant(repo, "acme", "transformer")
-    ensembles = {name: (repo / name / "config.pbtxt").read_text() for name in ("feedback", "feedback_text__acme")}
-    changed = {model: str(next_version(repo / model)) for model in ("transformer", "textcnn", "fuse")}
-    texts = TEXTS[:8]
-    old = InProcessEnsemble(repo).classify(texts)["PROBS"]
-    answers = [("feedback_text", []), ("feedback_text", []), ("feedback_text__acme", [])]  # one client each
-    errors, done = [], threading.Event()
+@contextmanager
+def classifying(url: str, ensembles: list[str], texts: list[str]):
+    """A client thread per entry of `ensembles`, each classifying `texts` through it in a loop until the block ends.
+    Yields ([(ensemble, its PROBS answers)], errors)."""
+    answers, errors, done = [(ensemble, []) for ensemble in ensembles], [], threading.Event()
 
-    def classify(url, ensemble, answered):
+    def classify(ensemble, answered):
         triton = grpcclient.InferenceServerClient(url)
         text = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
         text.set_data_from_numpy(text_tensor(texts))
@@ -141,37 +129,110 @@ def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path,
         finally:
             triton.close()
 
+    clients = [threading.Thread(target=classify, args=pair) for pair in answers]
+    for client in clients:
+        client.start()
+    try:
+        yield answers, errors
+    finally:
+        done.set()
+        for client in clients:
+            client.join()
+
+
+def states(answered: list[np.ndarray], old: np.ndarray, new: np.ndarray | None = None) -> str:
+    """Each answer as o (the old models'), n (the new ones'; if not given, the first answer that is not old) or m."""
+    if new is None:
+        new = next((a for a in answered if not np.allclose(a, old, atol=1e-5)), old)
+    return "".join(
+        "o" if np.allclose(a, old, atol=1e-5) else "n" if np.allclose(a, new, atol=1e-5) else "m" for a in answered
+    )
+
+
+def runs(which: str) -> str:
+    return " ".join(f"{run[0]}x{len(run)}" for run in re.findall(r"o+|m+|n+", which))
+
+
+def with_tenant(repo: Path) -> None:
+    """A tenant `acme` whose own transformer is the default one's copy, which export leaves alone: its ensembles
+    (release/deploy.py's, as for any tenant) must switch all the same."""
+    shutil.copytree(repo / "transformer", repo / "transformer__acme")
+    config = repo / "transformer__acme" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "transformer"', 'name: "transformer__acme"', 1))
+    register_tenant(repo, "acme", "transformer")
+
+
+@pytest.mark.parametrize("model_control", ["poll", "explicit"])
+def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path, monkeypatch, model_control):
+    """Clients classify through feedback_text, and a tenant's copy of it, while export, given the server, replaces the
+    members and fuse of the repository it serves: every request is answered, and each client's answers go from the
+    old ensemble's to the new one's at once, never from new members under the old fuse. Afterwards the repository is
+    as Triton users expect: ensembles on the latest versions, each model serving its new version alone."""
+    repo = repository_copy(tmp_path / "repo")
+    with_tenant(repo)
+    ensembles = {name: (repo / name / "config.pbtxt").read_text() for name in ("feedback", "feedback_text__acme")}
+    changed = {model: str(next_version(repo / model)) for model in ("transformer", "textcnn", "fuse")}
+    texts = TEXTS[:8]
+    old = InProcessEnsemble(repo).classify(texts)["PROBS"]
     monkeypatch.setattr(export_cli, "fit", untrained)
     with run_server(repo, tmp_path / "server.log", model_control=model_control) as server:
-        clients = [
-            threading.Thread(target=classify, args=(server.grpc_url, ensemble, answered))
-            for ensemble, answered in answers
-        ]
-        for client in clients:
-            client.start()
-        try:
+        with classifying(server.grpc_url, ["feedback_text", "feedback_text", "feedback_text__acme"], texts) as (
+            answers,
+            errors,
+        ):
             time.sleep(POLL_SECS)  # some answers from the old state
             with Live(server.http_url, server.admin_key) as live:
                 export_cli.export_default(repo, "small", datasets.synthetic(), seed=14, live=live)
             time.sleep(2 * POLL_SECS)  # and some more from the new state
-        finally:
-            done.set()
-            for client in clients:
-                client.join()
         with httpclient.InferenceServerClient(server.http_url) as client:
             served = {model: served_versions(client, model, server.admin_headers("http")) for model in changed}
     assert errors == []
     new = InProcessEnsemble(repo).classify(texts)["PROBS"]
     for ensemble, answered in answers:
-        # The tenant's new answer has no in-process reference (old transformer, new textcnn and fuse): its last one.
-        last = new if ensemble == "feedback_text" else answered[-1]
-        which = "".join(
-            "o" if np.allclose(a, old, atol=1e-5) else "n" if np.allclose(a, last, atol=1e-5) else "m" for a in answered
-        )
-        runs = " ".join(f"{run[0]}x{len(run)}" for run in re.findall(r"o+|m+|n+", which))
-        assert re.fullmatch("o+n+", which), f"{ensemble}: old (o), mixed (m) and new (n) answers in this order: {runs}"
+        # The tenant's new answer has no in-process reference (old transformer, new textcnn and fuse).
+        which = states(answered, old, new if ensemble == "feedback_text" else None)
+        assert re.fullmatch("o+n+", which), f"{ensemble}: old (o), mixed (m), new (n) answers in order: {runs(which)}"
     assert served == {model: [version] for model, version in changed.items()}
     assert {name: (repo / name / "config.pbtxt").read_text() for name in ensembles} == ensembles
+
+
+def test_an_interrupted_switch_puts_everything_back(tmp_path, monkeypatch):
+    """Export stopped in the switch's third step, with feedback on the new models and feedback_text on its way: the
+    ensembles go back to the old models, and then every file, with every request answered from the old models or the
+    new ones, never a mix. The repository ends byte for byte as it was, each model serving its old version alone."""
+    repo = repository_copy(tmp_path / "repo")
+    with_tenant(repo)
+    before = model_digests(repo)
+    serving = {model: [latest_version(repo / model).name] for model in ("transformer", "textcnn", "fuse")}
+    texts = TEXTS[:8]
+    old = InProcessEnsemble(repo).classify(texts)["PROBS"]
+    waits, wait = [], Live.wait
+
+    def interrupted(live, what, condition, *args):
+        waits.append(what)
+        if (
+            what.startswith("feedback_text serving versions")
+            and sum(w.startswith("feedback_text ") for w in waits) == 2
+        ):
+            raise KeyboardInterrupt  # the second wait for feedback_text: the switch to the new versions
+        return wait(live, what, condition, *args)
+
+    monkeypatch.setattr(export_cli, "fit", untrained)
+    monkeypatch.setattr(Live, "wait", interrupted)
+    with run_server(repo, tmp_path / "server.log") as server:
+        with classifying(server.grpc_url, ["feedback_text", "feedback_text__acme"], texts) as (answers, errors):
+            with Live(server.http_url, server.admin_key) as live, pytest.raises(KeyboardInterrupt):
+                export_cli.export_default(repo, "small", datasets.synthetic(), seed=14, live=live)
+            time.sleep(3 * POLL_SECS)  # the files put back are polled
+        with httpclient.InferenceServerClient(server.http_url) as client:
+            served = {model: served_versions(client, model, server.admin_headers("http")) for model in serving}
+    assert errors == []
+    for ensemble, answered in answers:
+        which = states(answered, old)
+        assert re.fullmatch("o+(n+o+)?", which), f"{ensemble}: old (o), mixed (m), new (n) in order: {runs(which)}"
+    assert model_digests(repo) == before
+    assert served == serving
+    assert not list(tmp_path.glob(".staging-*"))
 
 
 def tiny_checkpoint(path, labels, tokenizer: str):
