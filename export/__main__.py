@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
 from export import canary, datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_torchscript
@@ -23,6 +24,7 @@ from export.configs import MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
 from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
+from python_backend.layout import versions
 from python_backend.text import encode
 from release import staging, switch
 from release.live import Live
@@ -48,6 +50,8 @@ def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> N
         return
     if live and reasons:
         print(f"swapping models one by one, not together: {'; '.join(reasons)}")
+    elif any(versions(repo / model) for model in changed):  # replacing live models: a polling server might mix them
+        print("no --server: a server polling the repository swaps the models one by one (see --help)")
     staging.publish(stage, repo, changed)
     for model in changed if live else []:
         live.load(model)  # explicit mode; poll mode loads them at its next poll
@@ -202,11 +206,19 @@ def main() -> None:
             )
         except (OSError, ValueError) as error:
             parser.error(str(error))
-        if args.server:
-            with Live(args.server, args.admin_key) as live:
-                export_default(args.repository, args.profile, data, args.seed, live)
-        else:
+        if not args.server:
             export_default(args.repository, args.profile, data, args.seed)
+            return
+        with Live(args.server, args.admin_key) as live:
+            try:
+                live.check()  # before training, not after
+            except (InferenceServerException, OSError) as error:
+                key = " (the server's admin key: --admin-key or TRITON_ADMIN_KEY)" if "restricted" in str(error) else ""
+                parser.error(f"--server {args.server}: {error}{key}")
+            try:
+                export_default(args.repository, args.profile, data, args.seed, live)
+            except (InferenceServerException, TimeoutError, OSError) as error:
+                sys.exit(f"export did not go live: {error}")
 
 
 if __name__ == "__main__":

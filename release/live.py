@@ -26,6 +26,10 @@ class Live:
     def __exit__(self, *exc):
         self.client.close()
 
+    def check(self) -> None:
+        """Raise unless the server answers and takes this key for its repository API (load, index)."""
+        self.client.get_model_repository_index(headers=self.headers)
+
     def load(self, model: str) -> None:
         """Explicit mode: load `model` from the repository now (Triton also reloads the ensembles using it)."""
         try:

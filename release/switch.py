@@ -116,6 +116,7 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
                 live.load(model)
         except (InferenceServerException, OSError) as error:
             print(f"undoing the switch: the server did not load the old files: {error}")
+        print(f"the switch was undone: {repo} is as it was")
         raise
     # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
     for ensemble, text in ensembles.items():
