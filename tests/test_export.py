@@ -21,7 +21,7 @@ from export.pretrained import export_pretrained
 from perf.steady_load import served_versions
 from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version, next_version
-from release import parity, staging
+from release import parity, staging, switch
 from release.deploy import register_tenant
 from release.live import Live
 from release.parity import ParityError
@@ -108,6 +108,21 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
     for state in seen:
         assert state.keys() == before.keys(), "a model folder was missing between two steps"
         assert [m for m in state if state[m] not in (before[m], after[m])] == [], "a model was half-written"
+
+
+@pytest.mark.unit
+def test_only_live_models_with_the_same_config_can_switch_together(tmp_path):
+    """Triton applies one config to every loaded version: a model whose config changes cannot serve its old and new
+    versions side by side through a switch, and a new model has no old version."""
+    repo, stage = repository_copy(tmp_path / "repo"), tmp_path / "stage"
+    for model in ("transformer", "fuse", "brand_new"):
+        (stage / model / "1").mkdir(parents=True)
+        source = repo / ("transformer" if model == "brand_new" else model) / "config.pbtxt"
+        (stage / model / "config.pbtxt").write_text(source.read_text() + ("# changed\n" if model == "fuse" else ""))
+    assert switch.blockers(stage, repo, ["transformer", "fuse", "brand_new"]) == [
+        "fuse's config changed",
+        "brand_new is new",
+    ]
 
 
 @contextmanager
