@@ -143,7 +143,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         with staging.locked(repo):  # no deploy in between
             changed = staging.changed(stage, repo, [*members, *repository.COMMITTED_MODELS])
             go_live(stage, repo, changed, live)
-            for name in (staging.HELD_OUT, CANARY_FILE):  # after the models: the canary checks what now serves
+            for name in (staging.HELD_OUT, CANARY_FILE):  # last: with --server, once the new models serve
                 (stage / name).replace(repo / name)
     print(
         f"wrote {', '.join(changed) or 'no changed model'}, {staging.HELD_OUT} and {CANARY_FILE} into {repo} "
@@ -185,7 +185,7 @@ def main() -> None:
         help="Triton's HTTP endpoint serving --repository: switch its ensembles to the new models at once",
     )
     parser.add_argument(
-        "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (for the load API)"
+        "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (repository API)"
     )
     args = parser.parse_args()
     if args.from_pretrained:
