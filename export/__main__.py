@@ -24,7 +24,6 @@ from export.configs import MemberSpec, fuse_config, member_config
 from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
 from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
-from python_backend.layout import versions
 from python_backend.text import encode
 from release import staging, switch
 from release.live import Live
@@ -50,7 +49,7 @@ def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> N
         return
     if live and reasons:
         print(f"swapping models one by one, not together: {'; '.join(reasons)}")
-    elif any(versions(repo / model) for model in changed):  # replacing live models: a polling server might mix them
+    elif any(staging.in_repository(repo, model) for model in changed):  # a polling server might mix them
         print("no --server: a server polling the repository swaps the models one by one (see --help)")
     staging.publish(stage, repo, changed)
     for model in changed if live else []:

@@ -72,6 +72,12 @@ def same_tree(a: Path, b: Path) -> bool:
     return not mismatch and not errors and all(same_tree(a / d, b / d) for d in comparison.common_dirs)
 
 
+def in_repository(repo: Path, model: str) -> bool:
+    """Whether the repository has the model whole: its config and a version (a fresh clone has fuse/1/model.py and no
+    config: export writes it)."""
+    return (repo / model / "config.pbtxt").is_file() and bool(versions(repo / model))
+
+
 def changed(stage: Path, repo: Path, models: list[str]) -> list[str]:
     """The staged models (config.pbtxt and version 1) that the repository does not serve yet: a model with the same
     config and, as its latest version, the same files is left alone, as replacing it would only make Triton reload
@@ -80,7 +86,7 @@ def changed(stage: Path, repo: Path, models: list[str]) -> list[str]:
         model
         for model in models
         if not (
-            versions(repo / model)
+            in_repository(repo, model)
             and filecmp.cmp(stage / model / "config.pbtxt", repo / model / "config.pbtxt", shallow=False)
             and same_tree(stage / model / "1", latest_version(repo / model))
         )

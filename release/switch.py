@@ -22,13 +22,14 @@ from tritonclient.utils import InferenceServerException
 
 from python_backend.layout import parse_config, versions
 from release.live import Live
+from release.staging import in_repository
 
 
 def blockers(stage: Path, repo: Path, models: list[str]) -> list[str]:
     """Why `models` (staged as stage/<model>/config.pbtxt and 1/) cannot be switched together; [] when they can."""
     reasons = []
     for model in models:
-        if not versions(repo / model):
+        if not in_repository(repo, model):
             reasons.append(f"{model} is new")
         elif (stage / model / "config.pbtxt").read_text() != (repo / model / "config.pbtxt").read_text():
             reasons.append(f"{model}'s config changed")

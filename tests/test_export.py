@@ -111,6 +111,20 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
 
 
 @pytest.mark.unit
+def test_a_fresh_clones_model_folders_count_as_new(tmp_path):
+    """A fresh clone has fuse/1/model.py and no fuse/config.pbtxt (export writes it): neither in the repository nor
+    comparable, so export writes the model whole (CI's first run of `make test` failed reading that config)."""
+    repo, stage = tmp_path / "repo", tmp_path / "stage"
+    for folder in (repo / "fuse" / "1", stage / "fuse" / "1"):
+        folder.mkdir(parents=True)
+        (folder / "model.py").write_text("# committed\n")
+    (stage / "fuse" / "config.pbtxt").write_text('name: "fuse"\n')
+    assert not staging.in_repository(repo, "fuse")
+    assert staging.changed(stage, repo, ["fuse"]) == ["fuse"]
+    assert switch.blockers(stage, repo, ["fuse"]) == ["fuse is new"]
+
+
+@pytest.mark.unit
 def test_only_live_models_with_the_same_config_can_switch_together(tmp_path):
     """Triton applies one config to every loaded version: a model whose config changes cannot serve its old and new
     versions side by side through a switch, and a new model has no old version."""
