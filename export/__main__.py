@@ -49,7 +49,7 @@ def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> N
         return
     if live and reasons:
         print(f"swapping models one by one, not together: {'; '.join(reasons)}")
-    elif any(staging.in_repository(repo, model) for model in changed):  # a polling server might mix them
+    elif changed and (repo / CANARY_FILE).exists():  # an earlier export's models, which a polling server might mix
         print("no --server: a server polling the repository swaps the models one by one (see --help)")
     staging.publish(stage, repo, changed)
     for model in changed if live else []:
