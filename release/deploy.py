@@ -103,8 +103,7 @@ def deploy(
         with staging.locked(repo), staging.staging(repo) as stage:
             mapping = read_mapping(repo / MAPPING)
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
-            (stage / MAPPING).write_text(json.dumps(mapping, indent=2, sort_keys=True) + "\n")
-            (stage / MAPPING).replace(repo / MAPPING)  # readers see the old file or the new one, never half
+            staging.replace_file(stage, repo / MAPPING, json.dumps(mapping, indent=2, sort_keys=True) + "\n")
     return version
 
 
@@ -143,8 +142,7 @@ def unregister_tenant(repo: Path, ensembles: list[tuple[str, str | None]]) -> No
             if before is None:
                 (repo / name).rename(stage / name)
             else:
-                (stage / "config.pbtxt").write_text(before)
-                (stage / "config.pbtxt").replace(repo / name / "config.pbtxt")
+                staging.replace_file(stage, repo / name / "config.pbtxt", before)
 
 
 def retire(repo: Path, model: str, numbers: list[int]) -> None:
@@ -179,8 +177,7 @@ def rollback(
         retire(repo, model, newer)  # now the target is the latest version, and Triton loads it
         if (model_dir / "config.pbtxt").read_text() != config_text:
             with staging.staging(repo) as stage:
-                (stage / "config.pbtxt").write_text(config_text)
-                (stage / "config.pbtxt").replace(model_dir / "config.pbtxt")
+                staging.replace_file(stage, model_dir / "config.pbtxt", config_text)
     print(f"rolled {model} back to version {version} ({report}); retired {newer} to {retired(repo) / model}")
     if server:
         make_live(server, [(model, version)], admin_key)

@@ -99,14 +99,19 @@ def publish(stage: Path, repo: Path, models: list[str]) -> None:
         install_model(stage / model, repo / model)
 
 
+def replace_file(stage: Path, path: Path, text: str) -> None:
+    """Give `path` the contents `text` in one step: written in the staging folder (the same file system), then renamed
+    over it, so that readers (Triton's poll, the router reading tenants.json) see the old file or the new one."""
+    staged = stage / f"{path.parent.name}.{path.name}"
+    staged.write_text(text)
+    staged.replace(path)
+
+
 def install_version(staged_version: Path, config_text: str, model_dir: Path) -> int:
     """Add `staged_version` as the next version of `model_dir`; the config goes in first, atomically."""
     model_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(model_dir)
-    config = model_dir / "config.pbtxt"
-    staged_config = staged_version.parent / "config.pbtxt"
-    staged_config.write_text(config_text)
-    staged_config.replace(config)
+    replace_file(staged_version.parent, model_dir / "config.pbtxt", config_text)
     staged_version.rename(model_dir / str(version))
     return version
 

@@ -22,7 +22,8 @@ from tritonclient.utils import InferenceServerException
 
 from python_backend.layout import parse_config, versions
 from release.live import Live
-from release.staging import in_repository
+from release.staging import in_repository, replace_file
+from release.validate import read_configs
 
 
 def blockers(stage: Path, repo: Path, models: list[str]) -> list[str]:
@@ -34,13 +35,6 @@ def blockers(stage: Path, repo: Path, models: list[str]) -> list[str]:
         elif (stage / model / "config.pbtxt").read_text() != (repo / model / "config.pbtxt").read_text():
             reasons.append(f"{model}'s config changed")
     return reasons
-
-
-def _replace(stage: Path, path: Path, text: str) -> None:
-    """Readers (Triton's poll) see the old file or the new one, never half of one."""
-    staged = stage / f"{path.parent.name}.{path.name}"
-    staged.write_text(text)
-    staged.replace(path)
 
 
 def _pinned(config_text: str, pins: dict[str, int]) -> str:
@@ -73,10 +67,9 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
     """Make stage/<model>/1 live as the next version of each of `models`, switching the ensembles at once (the module's
     four steps). The caller holds the repository's lock and has checked blockers()."""
     ensembles = {
-        path.parent.name: path.read_text()
-        for path in sorted(repo.glob("*/config.pbtxt"))
-        if (config := parse_config(path.read_text())).platform == "ensemble"
-        and {step.model_name for step in config.ensemble_scheduling.step} & set(models)
+        name: (repo / name / "config.pbtxt").read_text()
+        for name, config in sorted(read_configs(repo).items())
+        if config.platform == "ensemble" and {step.model_name for step in config.ensemble_scheduling.step} & set(models)
     }
     configs = {model: (repo / model / "config.pbtxt").read_text() for model in models}
     old = {model: versions(repo / model)[-1] for model in models}
@@ -84,7 +77,7 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
 
     def switch_ensembles(pins: dict[str, int]) -> None:
         for ensemble, text in ensembles.items():
-            _replace(stage, repo / ensemble / "config.pbtxt", _pinned(text, pins))
+            replace_file(stage, repo / ensemble / "config.pbtxt", _pinned(text, pins))
         for ensemble in ensembles:
             live.load(ensemble)
             live.wait(f"{ensemble} serving versions {pins}", _serves_pins, live, ensemble, pins)
@@ -92,7 +85,7 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
     try:
         switch_ensembles(old)
         for model in models:
-            _replace(stage, repo / model / "config.pbtxt", _keeping_two(configs[model]))
+            replace_file(stage, repo / model / "config.pbtxt", _keeping_two(configs[model]))
             (stage / model / "1").rename(repo / model / str(new[model]))
         for model in models:
             live.load(model)
@@ -107,11 +100,11 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
         except (InferenceServerException, OSError, TimeoutError) as error:
             print(f"undoing the switch: the server did not confirm the ensembles on the old versions: {error}")
         for model in models:
-            _replace(stage, repo / model / "config.pbtxt", configs[model])
+            replace_file(stage, repo / model / "config.pbtxt", configs[model])
             if (repo / model / str(new[model])).exists():  # out to the staging folder, removed with it
                 (repo / model / str(new[model])).rename(stage / model / "1")
         for ensemble, text in ensembles.items():
-            _replace(stage, repo / ensemble / "config.pbtxt", text)
+            replace_file(stage, repo / ensemble / "config.pbtxt", text)
         try:
             for model in [*models, *ensembles]:
                 live.load(model)
@@ -121,9 +114,9 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
         raise
     # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
     for ensemble, text in ensembles.items():
-        _replace(stage, repo / ensemble / "config.pbtxt", text)
+        replace_file(stage, repo / ensemble / "config.pbtxt", text)
     for model in models:
-        _replace(stage, repo / model / "config.pbtxt", configs[model])
+        replace_file(stage, repo / model / "config.pbtxt", configs[model])
     unpinned = {model: -1 for model in models}
     for model in [*models, *ensembles]:
         live.load(model)
