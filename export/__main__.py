@@ -41,13 +41,13 @@ def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> N
     """With the server that serves `repo`, switch its ensembles from the old models to the new ones at once
     (release/switch.py); without it, swap each model folder whole, one after another (a server polling the
     repository may then answer from new members under an old fuse for a moment)."""
-    reasons = switch.blockers(stage, repo, changed)
-    if live and changed and not reasons:
-        started = time.monotonic()
-        switch.release_together(stage, repo, changed, live)
-        print(f"switched the ensembles to the new {', '.join(changed)} at once ({time.monotonic() - started:.1f} s)")
-        return
-    if live and reasons:
+    if live and changed:
+        if not (reasons := switch.blockers(stage, repo, changed)):
+            started = time.monotonic()
+            switch.release_together(stage, repo, changed, live)
+            took = time.monotonic() - started
+            print(f"switched the ensembles to the new {', '.join(changed)} at once ({took:.1f} s)")
+            return
         print(f"swapping models one by one, not together: {'; '.join(reasons)}")
     elif changed and (repo / CANARY_FILE).exists():  # an earlier export's models, which a polling server might mix
         print("no --server: a server polling the repository swaps the models one by one (see --help)")
