@@ -9,8 +9,11 @@ IDS_MODEL = "feedback"
 TOKENIZER_MODEL = "tokenizer"  # its config holds the longest comment the server takes (max_text_bytes)
 FUSE_MODEL = "fuse"  # its config names the classes (parameter class_names) and the members (inputs <member>_probs)
 MAX_BATCH = 64  # the ensembles' max_batch_size; longer inputs are sent in chunks of this many rows
+# The server reads a long comment as windows, at most 256 per request (the tokenizer's max_rows): a window holds
+# at least 190 new tokens, and a token at least one byte, so 32 KB of text and 64 comments make at most 236.
+MAX_TEXT_BYTES = 32 * 1024
 SHM_OUTPUTS = ("PROBS", "MEMBER_PROBS")  # fixed-size outputs, read from a region when shm is on
-INBAND_OUTPUTS = ("LABEL",)  # variable-size BYTES, always in the response
+INBAND_OUTPUTS = ("LABEL", "WINDOWS")  # LABEL: variable-size BYTES; WINDOWS: a few bytes; always in the response
 
 
 @dataclass(frozen=True)
@@ -18,9 +21,15 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
     members: dict[str, dict[str, float]]  # each member's own probabilities, before fusion
+    windows: int = 1  # how many windows of the encoder's length the comment was read as (its probabilities' mean)
 
     def as_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities, "members": self.members}
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "members": self.members,
+            "windows": self.windows,
+        }
 
 
 @dataclass(frozen=True)
@@ -51,9 +60,10 @@ class Schema:
                 label.decode(),
                 named(probs),
                 {member: named(p) for member, p in zip(self.members, member_probs, strict=True)},
+                int(windows),
             )
-            for label, probs, member_probs in zip(
-                outputs["LABEL"][:, 0], outputs["PROBS"], outputs["MEMBER_PROBS"], strict=True
+            for label, probs, member_probs, windows in zip(
+                outputs["LABEL"][:, 0], outputs["PROBS"], outputs["MEMBER_PROBS"], outputs["WINDOWS"][:, 0], strict=True
             )
         ]
 
@@ -67,8 +77,18 @@ def id_inputs(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np
 
 
 def chunks(inputs: dict[str, np.ndarray], rows: int = MAX_BATCH) -> list[dict[str, np.ndarray]]:
+    """Requests of at most `rows` rows, and for TEXT at most MAX_TEXT_BYTES (a request of one comment may be longer:
+    the server refuses it alone if it is over its own limit)."""
     total = len(next(iter(inputs.values())))
-    return [{name: array[start : start + rows] for name, array in inputs.items()} for start in range(0, total, rows)]
+    sizes = [len(row[0]) for row in inputs["TEXT"]] if "TEXT" in inputs else [0] * total
+    cuts, start, used = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start == rows or used + size > MAX_TEXT_BYTES):
+            cuts.append((start, index))
+            start, used = index, 0
+        used += size
+    cuts.append((start, total))
+    return [{name: array[begin:end] for name, array in inputs.items()} for begin, end in cuts if end > begin]
 
 
 def concat(results: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

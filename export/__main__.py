@@ -1,6 +1,6 @@
 """`python -m export`: train the members and write them into a Triton model repository.
 
-python -m export [--repository DIR] [--profile small|minilm] [--train-data FILE --text-column C --label-column L]
+python -m export [--repository DIR] [--profile accurate|fast] [--train-data FILE --text-column C --label-column L]
                  [--server HOST:PORT [--admin-key KEY]]
 python -m export --from-pretrained CHECKPOINT_DIR --name MODEL [--repository DIR]
 
@@ -19,11 +19,20 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from export import canary, datasets, evaluate, minilm, repository
-from export.artifacts import export_onnx, export_torchscript
+from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
-from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TextCNN, TransformerClassifier
+from export.members import (
+    DEFAULT_PROFILE,
+    MAX_POSITIONS,
+    PROFILES,
+    SMALL_TRANSFORMER,
+    RaggedInputs,
+    TextCNN,
+    TransformerClassifier,
+)
 from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
+from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.text import encode
 from release import staging, switch
 from release.live import Live
@@ -32,9 +41,12 @@ from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, accuracy
 from server.backends import precompile
 from server.probe import CANARY_FILE
 
-ONNX_TENSORS = (("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"))
+ONNX_TENSORS = (RAGGED_INPUTS, ("PROBS", "INPUT_ERRORS"))
 # The libtorch backend's convention: <name>__<index>, in forward()'s argument and result order.
-TORCHSCRIPT_TENSORS = (("INPUT_IDS__0", "ATTENTION_MASK__1"), ("PROBS__0", "INPUT_ERRORS__1"))
+TORCHSCRIPT_TENSORS = (
+    tuple(f"{name}__{index}" for index, name in enumerate(RAGGED_INPUTS)),
+    ("PROBS__0", "INPUT_ERRORS__1"),
+)
 
 
 def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> None:
@@ -59,7 +71,7 @@ def go_live(stage: Path, repo: Path, changed: list[str], live: Live | None) -> N
 def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: int, live: Live | None = None) -> None:
     started = time.monotonic()
     profile = PROFILES[profile_name]
-    tok = minilm.tokenizer(profile.pad_to)
+    tok = minilm.tokenizer()
     (ids, mask), val, test = (
         encode(tok, np.array(part.texts, dtype=object)) for part in (data.train, data.validation, data.held_out)
     )
@@ -69,7 +81,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
     seed_everything(seed)
     embeddings = minilm.word_embeddings()
     if profile.pretrained_encoder:
-        transformer = minilm.SentenceClassifier(classes).fit_head(ids, mask, data.train.labels)
+        transformer = minilm.SentenceClassifier(classes, profile.encoder_layers).fit_head(ids, mask, data.train.labels)
     else:
         transformer = fit(
             TransformerClassifier(embeddings, classes, SMALL_TRANSFORMER),
@@ -107,7 +119,6 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
                 tuple(data.class_names),
                 vocab,
                 MAX_POSITIONS,
-                profile.pad_to,
                 profile.instances,
                 profile.threads,
             )
@@ -118,14 +129,18 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
             "onnxruntime_onnx",
             ONNX_TENSORS,
             "model.onnx",
-            lambda path: export_onnx(CheckedInputs(transformer, vocab, MAX_POSITIONS), path, samples),
+            lambda path: (
+                export_onnx_int8(RaggedInputs(transformer, vocab, MAX_POSITIONS), path, samples, (ids, mask))
+                if profile.int8
+                else export_onnx(RaggedInputs(transformer, vocab, MAX_POSITIONS), path, samples)
+            ),
         )
         member(
             "textcnn",
             "pytorch_libtorch",
             TORCHSCRIPT_TENSORS,
             "model.pt",
-            lambda path: export_torchscript(CheckedInputs(textcnn, vocab, MAX_POSITIONS), path, samples),
+            lambda path: export_torchscript(RaggedInputs(textcnn, vocab, MAX_POSITIONS), path, samples),
         )
         repository.stage_committed(repo, stage)  # tokenizer and fuse get export's files in their staged copies
         tok.save(str(stage / "tokenizer" / "1" / "tokenizer.json"))
@@ -136,7 +151,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         canary_labels = canary.write(
             stage, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
         )
-        handwritten = evaluate.accuracies(stage) if evaluate.covers(data.class_names) else {}
+        handwritten = evaluate.report(stage) if evaluate.covers(data.class_names) else []
         precompile(stage)  # or each Python model's stub writes its bytecode once live, and poll mode reloads it
         repo.mkdir(parents=True, exist_ok=True)
         with staging.locked(repo):  # no deploy in between
@@ -150,9 +165,8 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
     )
     print(f"{CANARY_FILE}: {len(canary_labels)} comments for the readiness probe ({', '.join(canary_labels)})")
     if handwritten:
-        print(f"accuracy on the hand-written comments ({evaluate.HANDWRITTEN.name}), as served:")
-        for name, score in handwritten.items():
-            print(f"  {name:<24} {score:.4f}")
+        print("accuracy as served, on comments written by hand (export/evaluate.py):")
+        print("\n".join(handwritten))
 
 
 def main() -> None:
@@ -160,7 +174,7 @@ def main() -> None:
         prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="small")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
     parser.add_argument("--train-data", type=Path, metavar="FILE", help="labelled rows to train on (.csv or .jsonl)")
     parser.add_argument("--text-column", default="text")
     parser.add_argument("--label-column", default="label")

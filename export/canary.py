@@ -29,7 +29,7 @@ def write(repo: Path, texts: list[str], labels: np.ndarray) -> list[str]:
     if not chosen:
         raise ValueError("the ensemble gets none of the held-out comments right: no canary can be made")
     rows = [texts[index] for index in chosen]
-    ids, mask = ensemble.tokenize(rows)
+    ids, mask, _ = ensemble.tokenize(rows)  # each comment fits one window
     names = [ensemble.fuse.class_names[int(probs[index].argmax())] for index in chosen]
     canary = {"texts": rows, "input_ids": ids.tolist(), "attention_mask": mask.tolist(), "labels": names}
     (repo / CANARY_FILE).write_text(json.dumps(canary) + "\n")

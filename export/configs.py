@@ -8,8 +8,13 @@ from dataclasses import dataclass
 
 from python_backend.layout import parse_config
 
-MAX_BATCH_SIZE = 64
+MAX_BATCH_SIZE = 64  # comments per request, what the ensembles and the tokenizer take
+# Rows per member call: a long comment is read as several windows (python_backend/text.py), so a request of 64
+# comments can make more rows than that; the tokenizer refuses a request that would make more than MAX_ROWS.
+MAX_ROWS = 256
 PREFERRED_BATCH_SIZES = (8, 16, 32)
+# What the members warm up on at load: the shapes of real traffic, a batch of short comments and one of windows.
+WARMUP_SHAPES = ((16, 24), (4, 256))
 MAX_QUEUE_DELAY_US = 0  # lowest c=1 latency, c=16 throughput unchanged (README "What to tune")
 # A bounded queue (max_queue_size, a timeout, REJECT) refuses the excess at once under overload, but tritonserver 2.51
 # then turns off the batcher's prefetching, and its wait for a free instance can miss its wake-up and sleep 500 ms
@@ -30,18 +35,17 @@ QUEUE_POLICY = f"""  default_queue_policy {{
 class MemberSpec:
     name: str
     platform: str  # "onnxruntime_onnx" | "pytorch_libtorch"
-    inputs: tuple[str, str]  # (token ids, attention mask)
-    outputs: tuple[str, str]  # (class probabilities, INPUT_ERRORS: export.members.CheckedInputs)
+    inputs: tuple[str, str, str, str]  # token ids, attention mask, and each row's length in each (batch inputs)
+    outputs: tuple[str, str]  # (class probabilities, INPUT_ERRORS: export.members.RaggedInputs)
     class_names: tuple[str, ...]  # in the order of the probabilities' columns
     vocab_size: int
     max_seq_len: int
-    warmup_seq: int  # the length the tokenizer pads to: what real traffic will look like
     instances: int = 1
     threads: int = 1
 
 
-def tensor_line(name: str, data_type: str, dims: str) -> str:
-    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] }}'
+def tensor_line(name: str, data_type: str, dims: str, extra: str = "") -> str:
+    return f'  {{ name: "{name}" data_type: {data_type} dims: [ {dims} ] {extra + " " if extra else ""}}}'
 
 
 def _parameter(key: str, value) -> str:
@@ -56,7 +60,7 @@ def dynamic_batching(preferred: tuple[int, ...] = (), bounded: bool = False) -> 
 
 
 def member_config(spec: MemberSpec) -> str:
-    ids, mask = spec.inputs
+    ids, mask, ids_lengths, mask_lengths = spec.inputs
     probs, errors = spec.outputs
     # Each backend reads its own thread-count keys. Library defaults (a thread per core in each pool) cost 50-95% more
     # CPU per request on 2 cores (../shared/notes/native-backends.md), so the pools are set. Not libtorch's inter-op
@@ -67,17 +71,30 @@ def member_config(spec: MemberSpec) -> str:
         threads = _parameter("intra_op_thread_count", spec.threads) + "\n" + _parameter("inter_op_thread_count", 1)
     else:
         threads = _parameter("INTRA_OP_THREAD_COUNT", spec.threads)
-    warmup_inputs = "\n".join(
-        f'    inputs {{ key: "{name}" value: {{ data_type: TYPE_INT64 dims: [ {spec.warmup_seq} ] zero_data: true }} }}'
-        for name in spec.inputs
+    # Warm-up ids are 0 and the mask random bytes, which the graph reads as 1 wherever they are not 0: every token
+    # is computed, as real comments' are (Triton's warm-up data is zeros, random bytes or a file).
+    warmups = ",\n".join(
+        f"""  {{
+    name: "{rows}x{length}"
+    batch_size: {rows}
+    inputs {{ key: "{ids}" value: {{ data_type: TYPE_INT64 dims: [ {length} ] zero_data: true }} }}
+    inputs {{ key: "{mask}" value: {{ data_type: TYPE_INT64 dims: [ {length} ] random_data: true }} }}
+  }}"""
+        for rows, length in WARMUP_SHAPES
     )
     text = f"""name: "{spec.name}"
 platform: "{spec.platform}"
-max_batch_size: {MAX_BATCH_SIZE}
+max_batch_size: {MAX_ROWS}
 version_policy: {{ latest: {{ num_versions: 1 }} }}
+# Ragged batching: requests of any length batch together, end to end; the graph reads each row's length from the
+# batch inputs and computes on real tokens only (export.members.RaggedInputs).
 input [
-{tensor_line(ids, "TYPE_INT64", "-1")},
-{tensor_line(mask, "TYPE_INT64", "-1")}
+{tensor_line(ids, "TYPE_INT64", "-1", "allow_ragged_batch: true")},
+{tensor_line(mask, "TYPE_INT64", "-1", "allow_ragged_batch: true")}
+]
+batch_input [
+  {{ kind: BATCH_ITEM_SHAPE target_name: "{ids_lengths}" data_type: TYPE_INT32 source_input: "{ids}" }},
+  {{ kind: BATCH_ITEM_SHAPE target_name: "{mask_lengths}" data_type: TYPE_INT32 source_input: "{mask}" }}
 ]
 output [
 {tensor_line(probs, "TYPE_FP32", str(len(spec.class_names)))},
@@ -85,18 +102,14 @@ output [
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES)}
-# The limits that the graph enforces (export.members.CheckedInputs); read by deploy/gpu_overlay.py and by tests.
+# The limits that the graph enforces (export.members.RaggedInputs); read by deploy/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
 # What each PROBS column means: a deploy refuses a member whose label set is not the fuse step's.
 {_parameter("class_names", ",".join(spec.class_names))}
 {_parameter("max_seq_len", spec.max_seq_len)}
 {threads}
 model_warmup [
-  {{
-    name: "batch_{PREFERRED_BATCH_SIZES[-1]}"
-    batch_size: {PREFERRED_BATCH_SIZES[-1]}
-{warmup_inputs}
-  }}
+{warmups}
 ]
 """
     parse_config(text)  # never write a config Triton would refuse
@@ -107,20 +120,23 @@ def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max
     """The last step of both ensembles; it reads the members' input limits to word the errors of bad requests."""
     probs = ",\n".join(tensor_line(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
     text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
-# INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone.
-# combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking" (1/stacking.npz, fitted
-# by export/ on a validation split).
+# INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone;
+# `windows` (the tokenizer's WINDOWS; absent for token ids in) says which rows are windows of one comment, averaged
+# into one answer. combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking"
+# (1/stacking.npz, fitted by export/ on a validation split).
 name: "fuse"
 backend: "python"
-max_batch_size: {MAX_BATCH_SIZE}
+max_batch_size: {MAX_ROWS}
 input [
 {probs},
-{tensor_line("input_errors", "TYPE_INT32", "1")}
+{tensor_line("input_errors", "TYPE_INT32", "1")},
+{tensor_line("windows", "TYPE_INT32", "1", "optional: true")}
 ]
 output [
 {tensor_line("PROBS", "TYPE_FP32", str(len(class_names)))},
 {tensor_line("LABEL", "TYPE_STRING", "1")},
-{tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")}
+{tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")},
+{tensor_line("WINDOWS", "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}

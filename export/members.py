@@ -8,17 +8,16 @@ gives the same answer whatever length it is padded to.
 - textcnn (TorchScript): convolutions over the frozen MiniLM word embeddings.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 # INPUT_ERRORS bits, one int32 per row: what the fuse step turns into the request's error.
+from export.packing import Packing, attention
 from python_backend.fuse import BAD_LENGTH, ID_OUT_OF_RANGE, MASK_NOT_BINARY
 
 MAX_POSITIONS = 512  # longest sequence any member accepts, as in BERT-family models
-MASKED = -1e9  # finite, so a row with no real tokens gives uniform attention instead of NaN
 
 
 @dataclass(frozen=True)
@@ -35,18 +34,22 @@ SMALL_TRANSFORMER = TransformerShape(layers=2, hidden=64, heads=4, ffn=128)
 @dataclass(frozen=True)
 class Profile:
     pretrained_encoder: bool  # transformer: all-MiniLM-L6-v2 with a head (True) or SMALL_TRANSFORMER (False)
-    pad_to: int  # tokenizer length used by the text ensemble: what real traffic looks like
-    # How the members are served: `instances` model instances of `threads` intra-op threads each. For the minilm
+    # How the members are served: `instances` model instances of `threads` intra-op threads each. For the MiniLM
     # members on 2 cores, 2 x 1 thread gave more throughput at saturation and less CPU per request than 1 x 2
     # (perf/latest/tuning/minilm-*).
     instances: int
     threads: int
+    encoder_layers: int | None = None  # the pretrained encoder's first n layers (None: all six)
+    int8: bool = False  # the transformer member's weights in int8 (export/quantize.py)
 
 
+# accurate (the default): the pretrained encoder, int8; 0.90 on the hand-written comments against 0.70 for fast,
+# at about 5x fast's CPU per comment. The options measured on the way are in docs/export.md.
 PROFILES = {
-    "small": Profile(pretrained_encoder=False, pad_to=64, instances=1, threads=1),
-    "minilm": Profile(pretrained_encoder=True, pad_to=128, instances=2, threads=1),
+    "accurate": Profile(pretrained_encoder=True, int8=True, instances=2, threads=1),
+    "fast": Profile(pretrained_encoder=False, instances=1, threads=1),
 }
+DEFAULT_PROFILE = "accurate"
 
 
 def frozen(table: torch.Tensor) -> nn.Embedding:
@@ -55,26 +58,22 @@ def frozen(table: torch.Tensor) -> nn.Embedding:
 
 
 class EncoderLayer(nn.Module):
-    """Post-norm BERT-style layer written with plain ops so that the ONNX export has no fused-kernel surprises."""
+    """Post-norm BERT-style layer written with plain ops so that the ONNX export has no fused-kernel surprises; it
+    runs on packed real tokens (export/packing.py)."""
 
     def __init__(self, hidden: int, heads: int, ffn: int, dropout: float):
         super().__init__()
         self.dropout = nn.Dropout(dropout)  # training only: an identity in eval mode and in the export
-        self.heads = heads
-        self.scale = 1.0 / math.sqrt(hidden // heads)
+        self.heads, self.head_size = heads, hidden // heads
         self.qkv = nn.Linear(hidden, 3 * hidden)
         self.out = nn.Linear(hidden, hidden)
         self.norm1 = nn.LayerNorm(hidden)
         self.ff = nn.Sequential(nn.Linear(hidden, ffn), nn.GELU(), nn.Linear(ffn, hidden))
         self.norm2 = nn.LayerNorm(hidden)
 
-    def forward(self, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
-        b, s, h = x.shape
-        qkv = self.qkv(x).view(b, s, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = q @ k.transpose(-1, -2) * self.scale + key_bias
-        attended = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, s, h)
-        x = self.norm1(x + self.dropout(self.out(attended)))
+    def forward(self, x: torch.Tensor, packing: Packing) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        x = self.norm1(x + self.dropout(self.out(attention(packing, q, k, v, self.heads, self.head_size))))
         return self.norm2(x + self.dropout(self.ff(x)))
 
 
@@ -93,47 +92,54 @@ class TransformerClassifier(nn.Module):
         self.head = nn.Linear(shape.hidden, num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.to(torch.float32)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.dropout(self.norm(self.tokens(input_ids) + self.positions(positions)))
-        key_bias = ((1.0 - mask) * MASKED)[:, None, None, :]
+        packing = Packing(attention_mask)
+        x = self.tokens(input_ids[packing.rows, packing.columns]) + self.positions(packing.columns)
+        x = self.dropout(self.norm(x))
         for layer in self.layers:
-            x = layer(x, key_bias)
-        pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        return self.head(self.dropout(pooled)).softmax(-1)
+            x = layer(x, packing)
+        return self.head(self.dropout(packing.mean(x))).softmax(-1)
 
 
 class TextCNN(nn.Module):
-    """Kim (2014)-style CNN over frozen word embeddings: parallel convolutions, max-pooled over the real tokens only."""
+    """Kim (2014)-style CNN over frozen word embeddings: parallel convolutions, max-pooled over the real tokens only.
+
+    The real tokens are laid end to end with k_max - 1 zero columns after each row, so that one convolution over the
+    whole batch gives every token a full window of its own row's tokens and zeros, and no padding is convolved.
+    """
 
     def __init__(self, embeddings: torch.Tensor, num_classes: int, channels: int = 64, kernels=(2, 3, 4)):
         super().__init__()
         self.tokens = frozen(embeddings)
-        embed = embeddings.shape[1]
-        # Right-padding by k-1 zeros gives every real position a full window, so padding length never matters.
-        self.convs = nn.ModuleList(nn.Conv1d(embed, channels, k) for k in kernels)
-        self.pads = list(kernels)
+        self.convs = nn.ModuleList(nn.Conv1d(embeddings.shape[1], channels, k) for k in kernels)
+        self.gap = max(kernels) - 1
         self.head = nn.Linear(channels * len(kernels), num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask.to(torch.float32)
-        x = (self.tokens(input_ids) * mask[..., None]).transpose(1, 2)
+        packing = Packing(attention_mask)
+        x = self.tokens(input_ids[packing.rows, packing.columns])  # [tokens, embed]
+        at = torch.ones_like(packing.rows).cumsum(0) - 1 + packing.rows * self.gap  # each token's column
+        laid = torch.zeros_like(x[:1]).expand(x.shape[0] + self.gap * input_ids.shape[0], -1).clone()
+        laid[at] = x
+        laid = laid.T[None]  # [1, embed, columns]
         pooled = []
-        for conv, k in zip(self.convs, self.pads, strict=True):
-            h = torch.relu(conv(nn.functional.pad(x, (0, k - 1))))
-            pooled.append(
-                (h * mask[:, None, :]).amax(-1)
-            )  # ReLU >= 0, so zeroing padding leaves the max of real tokens
+        for conv in self.convs:
+            k = conv.kernel_size[0]
+            h = torch.relu(conv(nn.functional.pad(laid, (0, k - 1))))[0].T[at]  # [tokens, channels]
+            pooled.append(packing.max(h))  # ReLU >= 0, so the empty slots' zeros leave the max of real tokens
         return self.head(torch.cat(pooled, 1)).softmax(-1)
 
 
-class CheckedInputs(nn.Module):
-    """A member as Triton's native backends serve it: they check names, dtypes and ranks, nothing else, and run a
-    whole dynamic batch as one call, so a bad row must never make the graph fail.
+class RaggedInputs(nn.Module):
+    """A member as Triton's native backends serve it with ragged batching: every request of a dynamic batch, whatever
+    its length, goes into one call, and a bad row must never make the graph fail.
+
+    Triton's `allow_ragged_batch` hands the graph INPUT_IDS and ATTENTION_MASK as all the batch's elements end to
+    end (int64 [elements]), and its BATCH_ITEM_SHAPE batch inputs say each row's length in each (int32 [rows, 1]).
+    The graph lays the rows out as [rows, longest row] for the member, which computes on real tokens only
+    (export/packing.py), so a short comment batched with a long one costs no padding.
 
     Inside the graph, ids outside [0, vocab_size) and their positions are masked out (id 0, mask 0), the mask is read
-    as "not 0" and made as long as the ids, and sequences are cut to max_seq_len; one padding column is appended first
-    so that an empty sequence still runs (every member is invariant to padding). Good rows get exactly the wrapped
+    as "not 0" and made as long as the ids, and sequences are cut to max_seq_len. Good rows get exactly the wrapped
     member's answer. The second output, INPUT_ERRORS, says per row which of those repairs were needed (0 for a good
     row).
     """
@@ -143,23 +149,36 @@ class CheckedInputs(nn.Module):
         self.member, self.vocab_size, self.max_seq_len = member, vocab_size, max_seq_len
         self.eval()  # made for export: torch.onnx.export restores the wrapper's mode, and with it the member's
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Lengths as tensor ops, so traced graphs stay dynamic.
-        seq, mask_length = torch.ones_like(input_ids[0]).sum(), torch.ones_like(attention_mask[0]).sum()
-        # The mask made as long as the ids (cut, or padded with 0) and the request flagged: unequal lengths would
-        # fail the graph, and a member failing inside an ensemble leaks tritonserver 2.51's in-flight count.
-        columns = torch.ones_like(input_ids[0]).cumsum(0) - 1
-        extended = torch.cat([attention_mask, torch.zeros_like(attention_mask.sum(1, keepdim=True))], 1)
-        attention_mask = extended.gather(1, columns.clamp(max=mask_length).expand_as(input_ids))
-        in_vocab = (input_ids >= 0) & (input_ids < self.vocab_size)
-        binary = (attention_mask == 0) | (attention_mask == 1)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        input_ids_lengths: torch.Tensor,
+        attention_mask_lengths: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seq, mask_length = input_ids_lengths[:, 0].to(torch.int64), attention_mask_lengths[:, 0].to(torch.int64)
+        width = seq.max().clamp(min=1, max=self.max_seq_len)
+        slots = torch.arange(width, device=input_ids.device)[None, :]
+        in_row = slots < seq[:, None]
+        # Each row's mask made as long as its ids (cut, or padded with 0) and the row flagged: unequal lengths would
+        # misalign every later row, and a member failing inside an ensemble leaks tritonserver 2.51's in-flight count.
+        has_mask = slots < torch.minimum(seq, mask_length)[:, None]
+        ids = read_rows(input_ids, seq, in_row, slots)
+        mask = read_rows(attention_mask, mask_length, has_mask, slots)
+        in_vocab = (ids >= 0) & (ids < self.vocab_size)
+        binary = (mask == 0) | (mask == 1)
         bad_length = (seq == 0) | (seq > self.max_seq_len) | (mask_length != seq)
         errors = (
             (~in_vocab).any(1).to(torch.int32) * ID_OUT_OF_RANGE
             + (~binary).any(1).to(torch.int32) * MASK_NOT_BINARY
             + bad_length.to(torch.int32) * BAD_LENGTH
         )
-        padding = torch.zeros_like(input_ids[:, :1])
-        ids = torch.cat([torch.where(in_vocab, input_ids, 0), padding], 1)[:, : self.max_seq_len]
-        mask = torch.cat([((attention_mask != 0) & in_vocab).to(attention_mask.dtype), padding], 1)
-        return self.member(ids, mask[:, : self.max_seq_len]), errors[:, None]
+        mask = ((mask != 0) & in_vocab).to(ids.dtype)
+        return self.member(torch.where(in_vocab, ids, 0), mask), errors[:, None]
+
+
+def read_rows(elements: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor, slots: torch.Tensor):
+    """[rows, width] from rows laid end to end (`lengths` each); 0 wherever `present` is False."""
+    starts = lengths.cumsum(0) - lengths
+    padded = torch.cat([elements, elements.new_zeros(1)])  # the 0 that absent slots read
+    return padded[torch.where(present, starts[:, None] + slots, elements.shape[0])]

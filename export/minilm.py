@@ -20,6 +20,8 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from export.packing import Packing, attention
+
 PACKAGE = "all_minilm_l6_v2"
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "all-MiniLM-L6-v2"
 
@@ -39,14 +41,12 @@ def files() -> Path:
     return UNPACKED
 
 
-def tokenizer(pad_to: int) -> Tokenizer:
-    """The model's own tokenizer; every encoding is cut or padded to `pad_to` tokens ([CLS] ... [SEP] [PAD]...).
-
-    A fixed length gives every request the same shape, so Triton's dynamic batcher can merge them.
-    """
+def tokenizer() -> Tokenizer:
+    """The model's own tokenizer ([CLS] ... [SEP]), neither cutting nor padding: python_backend/text.py reads a
+    comment at its true length, as windows when it is longer than the encoder reads."""
     tok = Tokenizer.from_file(str(files() / "tokenizer.json"))
-    tok.enable_truncation(max_length=pad_to)
-    tok.enable_padding(length=pad_to, pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]")
+    tok.no_truncation()
+    tok.no_padding()
     return tok
 
 
@@ -65,19 +65,30 @@ def word_embeddings() -> torch.Tensor:
 class SentenceClassifier(nn.Module):
     """The encoder's sentence embedding (masked mean of the last layer, L2-normalized) and a linear head.
 
-    Exactly invariant to padding: padded keys get no attention and padded positions are left out of the mean.
+    The encoder runs on the real tokens only (export/packing.py): the same weights and the same answer as
+    BertModel on a padded batch (to 1e-6), without computing the padding. `layers` keeps the first n of the six.
     """
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, layers: int | None = None):
         super().__init__()
         self.encoder = encoder()
+        if layers is not None:
+            del self.encoder.encoder.layer[layers:]
         self.head = nn.Linear(self.encoder.config.hidden_size, num_classes)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.to(hidden.dtype)[..., None]
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return nn.functional.normalize(pooled, dim=-1)
+        packing = Packing(attention_mask)
+        embeddings = self.encoder.embeddings
+        x = embeddings.word_embeddings(input_ids[packing.rows, packing.columns])
+        x = x + embeddings.position_embeddings(packing.columns) + embeddings.token_type_embeddings.weight[0]
+        x = embeddings.LayerNorm(x)
+        for layer in self.encoder.encoder.layer:
+            heads = layer.attention.self
+            q, k, v = heads.query(x), heads.key(x), heads.value(x)
+            context = attention(packing, q, k, v, heads.num_attention_heads, heads.attention_head_size)
+            x = layer.attention.output(context, x)  # dense, residual, LayerNorm
+            x = layer.output(layer.intermediate(x), x)
+        return nn.functional.normalize(packing.mean(x), dim=-1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask)).softmax(-1)

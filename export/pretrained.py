@@ -14,21 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from google.protobuf import text_format
 from tokenizers import Tokenizer
 from torch import nn
 
 from export import repository
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
-from export.members import MAX_POSITIONS, CheckedInputs
+from export.members import MAX_POSITIONS, RaggedInputs
 from export.train import predict
+from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import parse_config, served_tokenizer
 from release import staging
 from release.deploy import deploy
 from release.validate import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
 
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
-TEXT_PAD_TO = 128  # what `<name>_tokenizer` pads to, at most the checkpoint's longest sequence
+TEXT_WINDOW = 256  # the longest comment `<name>_tokenizer` takes, at most the checkpoint's longest sequence
 
 
 class Probabilities(nn.Module):
@@ -100,19 +102,24 @@ def load(checkpoint: Path, served: list[str]) -> tuple[nn.Module, int, int]:
     return Probabilities(model, order).eval(), config.vocab_size, min(config.max_position_embeddings, MAX_POSITIONS)
 
 
-def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, pad_to: int) -> None:
+def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, window: int) -> None:
     """`<name>_tokenizer` (the committed tokenizer model with this tokenizer.json) and `<name>_text` (TEXT -> PROBS),
-    written in `stage` and moved into the repository whole, the tokenizer before the ensemble that uses it."""
+    written in `stage` and moved into the repository whole, the tokenizer before the ensemble that uses it.
+
+    `<name>_text` has no fuse step to average a long comment's windows, so its tokenizer refuses a comment longer
+    than one window (`window` tokens) instead of cutting it."""
     folder = stage / f"{name}_tokenizer"
     (folder / "1").mkdir(parents=True)
     template = repository.COMMITTED / "tokenizer"
     shutil.copy(template / "1" / "model.py", folder / "1" / "model.py")  # follows the link to python_backend/
-    tok.enable_truncation(max_length=pad_to)
-    tok.enable_padding(length=pad_to, pad_id=tok.padding["pad_id"] if tok.padding else 0)
+    tok.no_truncation()
+    tok.no_padding()
     tok.save(str(folder / "1" / "tokenizer.json"))
-    config = (template / "config.pbtxt").read_text().replace('name: "tokenizer"', f'name: "{name}_tokenizer"')
-    parse_config(config)
-    (folder / "config.pbtxt").write_text(config)
+    config = parse_config((template / "config.pbtxt").read_text())
+    config.name = f"{name}_tokenizer"
+    config.parameters["window_tokens"].string_value = str(window)
+    config.parameters["windows_per_comment"].string_value = "1"
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
     ensemble = f"""# Written by `python -m export --from-pretrained`: {name} through its own tokenizer.
 name: "{name}_text"
 platform: "ensemble"
@@ -177,16 +184,9 @@ def export_pretrained(
     with staging.staging(repo) as stage:
         version_dir = stage / name / "1"
         version_dir.mkdir(parents=True)
-        export_onnx(CheckedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
+        export_onnx(RaggedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
         spec = MemberSpec(
-            name,
-            "onnxruntime_onnx",
-            ("INPUT_IDS", "ATTENTION_MASK"),
-            ("PROBS", "INPUT_ERRORS"),
-            tuple(served),
-            vocab_size,
-            max_seq_len,
-            warmup_seq=seq,
+            name, "onnxruntime_onnx", RAGGED_INPUTS, ("PROBS", "INPUT_ERRORS"), tuple(served), vocab_size, max_seq_len
         )
         (stage / name / "config.pbtxt").write_text(member_config(spec))
         if member:
@@ -194,7 +194,7 @@ def export_pretrained(
         else:
             version = staging.install_version(version_dir, member_config(spec), repo / name)
         if own_tokenizer:
-            write_text_models(stage, repo, name, tok, min(TEXT_PAD_TO, max_seq_len))
+            write_text_models(stage, repo, name, tok, min(TEXT_WINDOW, max_seq_len))
             print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")
     print(f"wrote {name} version {version} into {repo}")
     return version

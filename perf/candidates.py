@@ -12,7 +12,8 @@ from onnx import numpy_helper
 
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
-from export.members import MAX_POSITIONS, PROFILES, SMALL_TRANSFORMER, CheckedInputs, TransformerClassifier
+from export.members import MAX_POSITIONS, SMALL_TRANSFORMER, RaggedInputs, TransformerClassifier
+from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import latest_version, read_config
 from release.parity import parity_samples
 from release.validate import served_class_names
@@ -73,17 +74,16 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
     ids = rng.integers(1, int(vocab), size=(64, 16), dtype=np.int64)
     folder = destination / "transformer"
     (folder / "1").mkdir(parents=True)
-    guarded = CheckedInputs(model, int(vocab), MAX_POSITIONS)
+    guarded = RaggedInputs(model, int(vocab), MAX_POSITIONS)
     export_onnx(guarded, folder / "1" / "model.onnx", parity_samples(ids, np.ones_like(ids)))
     spec = MemberSpec(
         "transformer",
         "onnxruntime_onnx",
-        ("INPUT_IDS", "ATTENTION_MASK"),
+        RAGGED_INPUTS,
         ("PROBS", "INPUT_ERRORS"),
         tuple(served_class_names(repo)[:config_says]),
         int(vocab),
         MAX_POSITIONS,
-        PROFILES["small"].pad_to,
     )
     (folder / "config.pbtxt").write_text(member_config(spec))
     return folder

@@ -14,19 +14,20 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from deploy.gpu_overlay import GPU_PLATFORMS, to_gpu
+from export.members import DEFAULT_PROFILE
 from export.members import PROFILES as EXPORT_PROFILES
 from python_backend.layout import read_config
 from server import ROOT
 
 BUILD = ROOT / "build" / "bench"
-PROFILES = tuple(EXPORT_PROFILES)  # small: the default members; minilm: the pretrained all-MiniLM-L6-v2 member
+PROFILES = tuple(EXPORT_PROFILES)  # accurate: the default members (the committed repository); fast: the small ones
 THREAD_PARAMETERS = ("intra_op_thread_count", "INTRA_OP_THREAD_COUNT")  # as export/configs.py writes them
 
 
 def for_profile(profile: str) -> Path:
-    """small: the repository `make export` wrote. minilm: exported into build/ (about 50 s), then reused until its
-    profile or the exporter's code (export/*.py) changes."""
-    if profile == "small":
+    """The default profile: the repository `make export` wrote. Another: exported into build/ (about a minute), then
+    reused until its profile or the exporter's code (export/*.py) changes."""
+    if profile == DEFAULT_PROFILE:
         repository = ROOT / "model_repository"
         if not (repository / "transformer").exists():
             raise SystemExit("model_repository/ has no exported members: run `make export` first")

@@ -43,6 +43,34 @@ def stack_members(member_probs: list[np.ndarray], num_classes: int) -> np.ndarra
     return stacked
 
 
+def pool_windows(stacked: np.ndarray, windows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each comment's rows averaged into one: [rows, members, classes] -> [comments, members, classes], and the
+    window count of each comment, int32 [comments, 1].
+
+    `windows` (the tokenizer's WINDOWS, int32 [rows, 1]) gives, for each row, how many windows its comment has; a
+    comment's windows are consecutive rows. Without it (the `feedback` ensemble: token ids in) each row is a comment.
+    Every window is as long as the encoder reads, so a token-weighted mean is the plain mean.
+    """
+    rows = len(stacked)
+    if windows is None:
+        return stacked, np.ones((rows, 1), np.int32)
+    if windows.dtype != np.int32 or windows.shape != (rows, 1):
+        raise BadRequest(f"windows: expected int32 [{rows}, 1], got {windows.dtype.name} {list(windows.shape)}")
+    counts = windows.ravel()
+    if (counts == 1).all():  # the common case: every comment fits one window
+        return stacked, windows
+    starts, row = [], 0
+    while row < rows:
+        count = int(counts[row])
+        if count < 1 or row + count > rows or (counts[row : row + count] != count).any():
+            raise BadRequest(f"windows: row {row} starts a comment of {count} windows, which the rows do not hold")
+        starts.append(row)
+        row += count
+    sizes = counts[starts]
+    pooled = np.add.reduceat(stacked, starts, axis=0) / sizes[:, None, None].astype(np.float32)
+    return pooled.astype(np.float32), sizes.astype(np.int32)[:, None]
+
+
 def weighted_mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted average over members; weights are normalized so rows still sum to 1."""
     w = (weights / weights.sum()).astype(np.float32)
@@ -95,7 +123,8 @@ def make_combiner(members: list[str], parameters: dict[str, str], version_dir: s
 class Fuse:
     """The fuse step as its config sets it up: what the Triton model and the in-process reference both run.
 
-    Inputs are one `<member>_probs` per member, in config order, and `input_errors` (see check_input_errors).
+    Inputs are one `<member>_probs` per member, in config order, `input_errors` (see check_input_errors) and,
+    from the tokenizer, the optional `windows` (see pool_windows).
     """
 
     def __init__(self, inputs: list[str], parameters: dict[str, str], version_dir: str):
@@ -105,12 +134,14 @@ class Fuse:
         self.limits = int(parameters["vocab_size"]), int(parameters["max_seq_len"])
         self.combine = make_combiner(self.member_names, parameters, version_dir)
 
-    def stacked(self, named: dict[str, np.ndarray]) -> np.ndarray:
-        """Checks one request's inputs (BadRequest) and stacks its members' probabilities: [batch, members, classes]."""
+    def stacked(self, named: dict[str, np.ndarray | None]) -> list[np.ndarray]:
+        """Checks one request's inputs (BadRequest), stacks its members' probabilities and pools each comment's
+        windows: [comments, members, classes], and each comment's window count [comments, 1]."""
         check_input_errors(named["input_errors"], *self.limits)
-        return stack_members([named[name] for name in self.probs_inputs], len(self.class_names))
+        stacked = stack_members([named[name] for name in self.probs_inputs], len(self.class_names))
+        return list(pool_windows(stacked, named.get("windows")))
 
-    def outputs(self, stacked: np.ndarray) -> list[np.ndarray]:
-        """PROBS, LABEL, MEMBER_PROBS for a batch of stacked rows."""
+    def outputs(self, stacked: np.ndarray, windows: np.ndarray) -> list[np.ndarray]:
+        """PROBS, LABEL, MEMBER_PROBS and WINDOWS for a batch of pooled comments."""
         probs = self.combine(stacked)
-        return [probs, labels(probs, self.class_names), stacked]
+        return [probs, labels(probs, self.class_names), stacked, windows]

@@ -12,21 +12,39 @@ import torch
 
 from python_backend.fuse import Fuse as FuseStep
 from python_backend.layout import latest_version, read_config, served_tokenizer
-from python_backend.text import encode
+from python_backend.text import Windows, encode_windows
 
-Member = Callable[[np.ndarray, np.ndarray], list[np.ndarray]]
+Rows = np.ndarray | list[np.ndarray]  # one request's [rows, width] array, or several requests' arrays
+Member = Callable[[Rows, Rows], list[np.ndarray]]
+# A member's graph inputs (export.members.RaggedInputs): ids and mask, and each row's length in each.
+OUTPUTS = ("PROBS", "LABEL", "MEMBER_PROBS", "WINDOWS")  # what both ensembles answer
+RAGGED_INPUTS = ("INPUT_IDS", "ATTENTION_MASK", "INPUT_IDS_LENGTHS", "ATTENTION_MASK_LENGTHS")
+
+
+def ragged(input_ids: Rows, attention_mask: Rows) -> list[np.ndarray]:
+    """Requests as Triton's ragged batching hands them to a member in one call: every row's elements end to end,
+    and each row's length (BATCH_ITEM_SHAPE). Padding a request carries stays in it; the graph skips it."""
+    ids = input_ids if isinstance(input_ids, list) else [input_ids]
+    masks = attention_mask if isinstance(attention_mask, list) else [attention_mask]
+
+    def lengths(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.full((len(a), 1), a.shape[1], np.int32) for a in arrays])
+
+    flat = [np.concatenate([np.asarray(a, np.int64).reshape(-1) for a in arrays]) for arrays in (ids, masks)]
+    return [*flat, lengths(ids), lengths(masks)]
 
 
 def run_file(
     platform: str,
     path: Path,
-    input_names: tuple[str, ...] = ("INPUT_IDS", "ATTENTION_MASK"),
+    input_names: tuple[str, ...] = RAGGED_INPUTS,
     output_names: tuple[str, ...] | None = None,
     threads: int = 0,
     gpu: bool = False,
 ) -> Member:
-    """A member artifact as a function (input_ids, attention_mask) -> its outputs, run as the native backends run it:
-    the one place that loads an ONNX or TorchScript file (served references, parity checks, deploy gates, benches).
+    """A member artifact as a function (input_ids, attention_mask) -> its outputs, run as the native backends run it,
+    one request or several in one ragged batch: the one place that loads an ONNX or TorchScript file (served
+    references, parity checks, deploy gates, benches).
 
     output_names: which outputs, in that order (onnxruntime; TorchScript returns its outputs in its own order).
     threads: intra-op threads; 0 leaves the library's setting (torch's is per process: the exporter keeps its own).
@@ -39,7 +57,7 @@ def run_file(
         session = ort.InferenceSession(str(path), options, providers=providers)
         wanted = list(output_names) if output_names else None
         return lambda input_ids, attention_mask: session.run(
-            wanted, {input_names[0]: input_ids, input_names[1]: attention_mask}
+            wanted, dict(zip(input_names, ragged(input_ids, attention_mask), strict=True))
         )
     if platform == "pytorch_libtorch":
         if threads:
@@ -47,9 +65,9 @@ def run_file(
         device = "cuda:0" if gpu else "cpu"
         module = torch.jit.load(str(path), map_location=device).eval()
 
-        def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        def run(input_ids: Rows, attention_mask: Rows) -> list[np.ndarray]:
             with torch.inference_mode():
-                outputs = module(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
+                outputs = module(*(torch.from_numpy(a).to(device) for a in ragged(input_ids, attention_mask)))
             return [output.cpu().numpy() for output in (outputs if isinstance(outputs, tuple | list) else [outputs])]
 
         return run
@@ -59,7 +77,8 @@ def run_file(
 def load_artifact(config, version_dir: Path, threads: int = 0, gpu: bool = False) -> Member:
     """The artifact in `version_dir` as its config.pbtxt describes it (platform, file name, tensor names)."""
     filename = config.default_model_filename or {"onnxruntime_onnx": "model.onnx"}.get(config.platform, "model.pt")
-    inputs, outputs = tuple(t.name for t in config.input), tuple(t.name for t in config.output)
+    inputs = tuple(t.name for t in config.input) + tuple(b.target_name[0] for b in config.batch_input)
+    outputs = tuple(t.name for t in config.output)
     return run_file(config.platform, version_dir / filename, inputs, outputs, threads, gpu)
 
 
@@ -77,27 +96,36 @@ class Fuse(FuseStep):
         parameters = {key: value.string_value for key, value in config.parameters.items()}
         super().__init__([t.name for t in config.input], parameters, str(latest_version(repository / "fuse")))
 
-    def __call__(self, member_outputs: list[list[np.ndarray]]) -> dict[str, np.ndarray]:
+    def __call__(self, member_outputs: list[list[np.ndarray]], windows: np.ndarray | None = None) -> dict:
         """Each member's [probs, input_errors], in member_names order; input_errors as the ensembles wire it, from
-        the first member. Raises BadRequest as the served fuse step answers an error."""
+        the first member; `windows` as the tokenizer gives it (None: a comment per row). Raises BadRequest as the
+        served fuse step answers an error."""
         named = dict(zip(self.probs_inputs, (outputs[0] for outputs in member_outputs), strict=True))
-        stacked = self.stacked(named | {"input_errors": member_outputs[0][1]})
-        return dict(zip(("PROBS", "LABEL", "MEMBER_PROBS"), self.outputs(stacked), strict=True))
+        stacked = self.stacked(named | {"input_errors": member_outputs[0][1], "windows": windows})
+        return dict(zip(OUTPUTS, self.outputs(*stacked), strict=True))
 
 
 class InProcessEnsemble:
     def __init__(self, repository: Path, threads: int = 1, gpu: bool = False):
         self.tokenizer = served_tokenizer(repository)
+        tokenizer_config = read_config(repository / "tokenizer")
+        self.windows = Windows.from_parameters({k: v.string_value for k, v in tokenizer_config.parameters.items()})
         self.fuse = Fuse(repository)
         self.members = [load_member(repository, name, threads, gpu) for name in self.fuse.member_names]
 
-    def classify_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
-        """PROBS, LABEL and MEMBER_PROBS, as the `feedback` ensemble returns them."""
-        return self.fuse([member(input_ids, attention_mask) for member in self.members])
+    def classify_ids(self, input_ids: Rows, attention_mask: Rows, windows: np.ndarray | None = None) -> dict:
+        """PROBS, LABEL, MEMBER_PROBS and WINDOWS, as the `feedback` ensemble returns them (with `windows`, as
+        `feedback_text` does for the tokenizer's rows)."""
+        return self.fuse([member(input_ids, attention_mask) for member in self.members], windows)
 
-    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        return encode(self.tokenizer, np.array(texts, dtype=object))
+    def tokenize(self, texts: list[str]) -> list[np.ndarray]:
+        """The tokenizer step's outputs: INPUT_IDS, ATTENTION_MASK and WINDOWS (python_backend/text.py)."""
+        return encode_windows(self.tokenizer, np.array(texts, dtype=object), self.windows)
 
-    def classify(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """What the `feedback_text` ensemble returns for these texts."""
-        return self.classify_ids(*self.tokenize(texts))
+    def classify(self, texts: list[str], per_request: int = 64) -> dict[str, np.ndarray]:
+        """What the `feedback_text` ensemble returns for these texts, sent `per_request` comments at a time (its
+        max_batch_size); a request's answers do not depend on what else it holds."""
+        parts = [
+            self.classify_ids(*self.tokenize(texts[i : i + per_request])) for i in range(0, len(texts), per_request)
+        ]
+        return {name: np.concatenate([part[name] for part in parts]) for name in OUTPUTS}

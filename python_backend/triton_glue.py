@@ -31,6 +31,38 @@ class ModelConfig:
         return f"{self.version_dir}/{self.raw.get('default_model_filename') or default_name}"
 
 
+def respond(config: ModelConfig, result: list[np.ndarray] | Exception):
+    """A request's response: its outputs named as in the config, or its error (INVALID_ARG for a BadRequest)."""
+    from python_backend.errors import BadRequest
+
+    if isinstance(result, Exception):
+        code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
+        return pb_utils.InferenceResponse(
+            output_tensors=[], error=pb_utils.TritonError(f"{config.name}: {result}", code)
+        )
+    tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
+    return pb_utils.InferenceResponse(output_tensors=tensors)
+
+
+def inputs_of(request, config: ModelConfig) -> list[np.ndarray | None]:
+    """The request's inputs in config order; None for an optional input it did not send."""
+    tensors = [pb_utils.get_input_tensor_by_name(request, name) for name in config.inputs]
+    return [tensor.as_numpy() if tensor is not None else None for tensor in tensors]
+
+
+def execute_each(requests: list, config: ModelConfig, compute: Callable[..., list[np.ndarray]]) -> list:
+    """One response per request, each computed alone: for steps whose outputs a request's neighbours must not
+    shape (the tokenizer pads a request's rows to its own longest, not to the batch's)."""
+    responses = []
+    for request in requests:
+        try:
+            result = compute(*inputs_of(request, config))
+        except Exception as error:  # noqa: BLE001 - report any failure to that request, keep the instance alive
+            result = error
+        responses.append(respond(config, result))
+    return responses
+
+
 def execute_batched(
     requests: list,
     config: ModelConfig,
@@ -39,16 +71,5 @@ def execute_batched(
 ) -> list:
     """One response per request: outputs named as in the config, or an error for that request alone."""
     from python_backend.batching import run_batched
-    from python_backend.errors import BadRequest
 
-    inputs = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in config.inputs] for r in requests]
-    responses = []
-    for result in run_batched(inputs, parse, compute):
-        if isinstance(result, Exception):
-            code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
-            error = pb_utils.TritonError(f"{config.name}: {result}", code)
-            responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-        else:
-            tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
-            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
-    return responses
+    return [respond(config, result) for result in run_batched([inputs_of(r, config) for r in requests], parse, compute)]

@@ -44,3 +44,17 @@ def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, 
         (ids[:33, :longest], mask[:33, :longest]),
         (ids[:64], mask[:64]),
     ]
+
+
+def row_by_row(run):
+    """`run` on each row alone and without its padding: what a batched run must reproduce for dynamic batching (a
+    row's answer may not depend on the rows batched with it)."""
+
+    def reference(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        rows = []
+        for row_ids, row_mask in zip(ids, mask, strict=True):
+            length = max(int(row_mask.sum()), 1)
+            rows.append(as_list(run(row_ids[None, :length], row_mask[None, :length]))[0][0])
+        return np.stack(rows)
+
+    return reference

@@ -41,7 +41,7 @@ def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(parity, "PARITY_TOLERANCE", -1.0)  # no export can pass
     repo = tmp_path / "repo"
     with pytest.raises(ParityError):
-        export_cli.export_default(repo, "small", datasets.synthetic(), seed=13)
+        export_cli.export_default(repo, "fast", datasets.synthetic(), seed=13)
     assert list(tmp_path.iterdir()) == [], "a failed export must leave no repository files and no staging folder"
 
 
@@ -101,7 +101,7 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
 
     monkeypatch.setattr(staging, "install_model", watched)
     monkeypatch.setattr(export_cli, "fit", untrained)
-    export_cli.export_default(repo, "small", datasets.synthetic(), seed=14)
+    export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14)
     after = model_digests(repo)
     assert seen and seen[0] == before, "export changed the live repository before its first swap"
     assert [m for m in before if after[m] != before[m]] == ["fuse", "textcnn", "transformer"]
@@ -211,7 +211,7 @@ def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path,
         ):
             time.sleep(POLL_SECS)  # some answers from the old state
             with Live(server.http_url, server.admin_key) as live:
-                export_cli.export_default(repo, "small", datasets.synthetic(), seed=14, live=live)
+                export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
             time.sleep(2 * POLL_SECS)  # and some more from the new state
         with httpclient.InferenceServerClient(server.http_url) as client:
             served = {model: served_versions(client, model, server.admin_headers("http")) for model in changed}
@@ -251,7 +251,7 @@ def test_an_interrupted_switch_puts_everything_back(tmp_path, monkeypatch):
     with run_server(repo, tmp_path / "server.log") as server:
         with classifying(server.grpc_url, ["feedback_text", "feedback_text__acme"], texts) as (answers, errors):
             with Live(server.http_url, server.admin_key) as live, pytest.raises(KeyboardInterrupt):
-                export_cli.export_default(repo, "small", datasets.synthetic(), seed=14, live=live)
+                export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
             time.sleep(3 * POLL_SECS)  # the files put back are polled
         with httpclient.InferenceServerClient(server.http_url) as client:
             served = {model: served_versions(client, model, server.admin_headers("http")) for model in serving}

@@ -6,10 +6,11 @@ import torch
 
 from export import corpus
 from export.configs import MemberSpec, member_config
-from export.members import PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
+from export.members import DEFAULT_PROFILE, PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
 from python_backend.batching import run_batched
 from python_backend.errors import BadRequest
 from python_backend.fuse import labels, make_combiner, stack_members, weighted_mean
+from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import parse_config
 from python_backend.text import decode_rows
 from python_backend.validation import check_token_inputs
@@ -130,20 +131,23 @@ def test_members_ignore_padding_exactly(member):
         torch.testing.assert_close(model(ids * mask, mask), model(padded_ids, padded_mask), atol=1e-6, rtol=0)
 
 
-def test_member_config_parses_with_dynamic_batching_and_warmup():
-    spec = MemberSpec(
-        "m", "onnxruntime_onnx", ("INPUT_IDS", "ATTENTION_MASK"), ("PROBS", "INPUT_ERRORS"), ("a", "b"), 100, 512, 64
-    )
+def test_member_config_batches_ragged_rows_and_warms_up_on_real_shapes():
+    spec = MemberSpec("m", "onnxruntime_onnx", RAGGED_INPUTS, ("PROBS", "INPUT_ERRORS"), ("a", "b"), 100, 512)
     config = parse_config(member_config(spec))
     assert config.max_batch_size > 0 and list(config.dynamic_batching.preferred_batch_size)
-    assert config.model_warmup[0].inputs["INPUT_IDS"].dims == [64]
+    assert all(tensor.allow_ragged_batch for tensor in config.input)  # requests of any length batch together
+    assert [(b.target_name[0], b.source_input[0]) for b in config.batch_input] == [
+        ("INPUT_IDS_LENGTHS", "INPUT_IDS"),
+        ("ATTENTION_MASK_LENGTHS", "ATTENTION_MASK"),
+    ]
+    assert [(w.batch_size, w.inputs["INPUT_IDS"].dims) for w in config.model_warmup] == [(16, [24]), (4, [256])]
     assert config.version_policy.HasField("latest")
 
 
 def test_member_config_serves_the_shapes_instances_and_threads():
-    shape = PROFILES["minilm"]
+    shape = PROFILES[DEFAULT_PROFILE]
     spec = MemberSpec(
-        "m", "pytorch_libtorch", ("A", "B"), ("P", "E"), ("a",), 100, 512, 128, shape.instances, shape.threads
+        "m", "pytorch_libtorch", ("A", "B", "C", "D"), ("P", "E"), ("a",), 100, 512, shape.instances, shape.threads
     )
     config = parse_config(member_config(spec))
     assert [group.count for group in config.instance_group] == [shape.instances]

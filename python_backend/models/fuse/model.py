@@ -1,4 +1,5 @@
-"""Triton model `fuse`: one `<member>_probs` input per member and `input_errors` -> PROBS, LABEL, MEMBER_PROBS."""
+"""Triton model `fuse`: one `<member>_probs` input per member, `input_errors` and the optional `windows` -> PROBS,
+LABEL, MEMBER_PROBS, WINDOWS (one row per comment)."""
 
 import triton_python_backend_utils as pb_utils
 
@@ -18,6 +19,6 @@ class TritonPythonModel:
         return execute_batched(
             requests,
             self.config,
-            parse=lambda *arrays: [self.fuse.stacked(dict(zip(self.config.inputs, arrays, strict=True)))],
+            parse=lambda *arrays: self.fuse.stacked(dict(zip(self.config.inputs, arrays, strict=True))),
             compute=self.fuse.outputs,
         )

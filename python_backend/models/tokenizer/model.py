@@ -1,9 +1,11 @@
-"""Triton model `tokenizer`: TEXT (BYTES [batch, 1]) -> INPUT_IDS, ATTENTION_MASK (INT64 [batch, pad_to])."""
+"""Triton model `tokenizer`: TEXT (BYTES [batch, 1]) -> INPUT_IDS, ATTENTION_MASK (INT64 [windows, longest]) and
+WINDOWS (INT32 [windows, 1]): each comment at its true length, a long one as several windows (python_backend/text.py)."""
 
+import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
 
-from python_backend.text import decode_rows, encode
-from python_backend.triton_glue import ModelConfig, execute_batched
+from python_backend.text import Windows, decode_rows, encode_windows
+from python_backend.triton_glue import ModelConfig, execute_each
 
 
 class TritonPythonModel:
@@ -11,11 +13,14 @@ class TritonPythonModel:
         self.config = ModelConfig(args)
         self.tokenizer = Tokenizer.from_file(f"{self.config.version_dir}/tokenizer.json")
         self.max_bytes = int(self.config.parameter("max_text_bytes"))
+        try:
+            self.windows = Windows.from_parameters(self.config.parameters)
+        except (KeyError, ValueError) as error:
+            raise pb_utils.TritonModelException(f"{self.config.name}: config.pbtxt parameter {error}") from error
 
     def execute(self, requests):
-        return execute_batched(
+        return execute_each(
             requests,
             self.config,
-            parse=lambda text: [decode_rows(text, self.max_bytes)],
-            compute=lambda rows: encode(self.tokenizer, rows),
+            lambda text: encode_windows(self.tokenizer, decode_rows(text, self.max_bytes), self.windows),
         )
