@@ -1,5 +1,6 @@
 """Triton model `tokenizer`: TEXT (BYTES [batch, 1]) -> INPUT_IDS, ATTENTION_MASK (INT64 [windows, longest]) and
-WINDOWS (INT32 [windows, 1]): each comment at its true length, a long one as several windows (python_backend/text.py)."""
+WINDOWS (INT32 [windows, 1]): each comment at its true length, a long one as several windows (python_backend/text.py).
+"""
 
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
