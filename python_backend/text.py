@@ -28,7 +28,7 @@ class Windows:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "Windows":
-        """From the tokenizer model's config parameters (window_tokens, window_overlap, max_rows, windows_per_comment)."""
+        """From the tokenizer's config parameters: window_tokens, window_overlap, max_rows, windows_per_comment."""
         per_comment = parameters.get("windows_per_comment")
         return cls(
             int(parameters["window_tokens"]),

@@ -37,9 +37,8 @@ def respond(config: ModelConfig, result: list[np.ndarray] | Exception):
 
     if isinstance(result, Exception):
         code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(
-            output_tensors=[], error=pb_utils.TritonError(f"{config.name}: {result}", code)
-        )
+        error = pb_utils.TritonError(f"{config.name}: {result}", code)
+        return pb_utils.InferenceResponse(output_tensors=[], error=error)
     tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
