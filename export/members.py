@@ -118,7 +118,7 @@ class TextCNN(nn.Module):
         packing = Packing(attention_mask)
         x = self.tokens(input_ids[packing.rows, packing.columns])  # [tokens, embed]
         at = torch.ones_like(packing.rows).cumsum(0) - 1 + packing.rows * self.gap  # each token's column
-        laid = torch.zeros_like(x[:1]).expand(x.shape[0] + self.gap * input_ids.shape[0], -1).clone()
+        laid = x.new_zeros((x.shape[0] + self.gap * input_ids.shape[0], x.shape[1]))
         laid[at] = x
         laid = laid.T[None]  # [1, embed, columns]
         pooled = []

@@ -32,7 +32,8 @@ class Packing:
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """[tokens, ...] -> [batch, longest, ...], zeros in the empty slots."""
-        return torch.cat([packed, torch.zeros_like(packed[:1])])[self.to_slots]
+        zero = packed.new_zeros((1, *packed.shape[1:]))  # a batch with no real token at all still runs
+        return torch.cat([packed, zero])[self.to_slots]
 
     def unpad(self, slotted: torch.Tensor) -> torch.Tensor:
         """[batch, longest, ...] -> [tokens, ...]."""

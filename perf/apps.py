@@ -24,6 +24,7 @@ from perf import kserve
 from python_backend.errors import BadRequest
 from python_backend.inprocess import Fuse, InProcessEnsemble, load_member
 from python_backend.layout import read_config
+from python_backend.text import decode_rows
 from python_backend.validation import check_token_inputs
 
 
@@ -47,24 +48,36 @@ def _check_tokens(repository: Path):
     return check
 
 
-def _as_one_model(repository: Path, platform: str):
-    """The `feedback` ensemble's config (name, inputs, outputs) for an app that serves it as one model."""
-    config = read_config(repository / "feedback")
+def _as_one_model(repository: Path, platform: str, ensemble: str = "feedback"):
+    """An ensemble's config (name, inputs, outputs) for an app that serves it as one model."""
+    config = read_config(repository / ensemble)
     config.ClearField("ensemble_scheduling")
     config.platform = platform
     return config
 
 
 def monolith() -> FastAPI:
+    """Text in (`feedback_text`): each request's comments tokenized at their true length, as such apps do, and
+    classified with the same member files and fuse step; and token ids in (`feedback`)."""
     repository = _repository()
     ensemble = InProcessEnsemble(repository)
     check = _check_tokens(repository)
+    max_bytes = int(read_config(repository / "tokenizer").parameters["max_text_bytes"].string_value)
 
-    async def infer(inputs: kserve.Arrays) -> kserve.Arrays:
-        # Models run in the thread pool, as a plain `def` endpoint would: the event loop keeps accepting requests.
+    # Models run in the thread pool, as a plain `def` endpoint would: the event loop keeps accepting requests.
+    async def infer_ids(inputs: kserve.Arrays) -> kserve.Arrays:
         return await run_in_threadpool(lambda: ensemble.classify_ids(*check(inputs)))
 
-    return kserve.app(_as_one_model(repository, "v0-monolith"), infer)
+    async def infer_text(inputs: kserve.Arrays) -> kserve.Arrays:
+        if "TEXT" not in inputs:
+            raise BadRequest("expected input TEXT")
+        texts = list(decode_rows(inputs["TEXT"], max_bytes))
+        return await run_in_threadpool(lambda: ensemble.classify(texts))
+
+    return kserve.app(
+        (_as_one_model(repository, "v0-monolith"), infer_ids),
+        (_as_one_model(repository, "v0-monolith", "feedback_text"), infer_text),
+    )
 
 
 def member() -> FastAPI:
@@ -79,7 +92,7 @@ def member() -> FastAPI:
         outputs = await run_in_threadpool(run, inputs[ids_name], inputs[mask_name])
         return dict(zip(output_names, outputs, strict=True))
 
-    return kserve.app(config, infer)
+    return kserve.app((config, infer))
 
 
 def combiner() -> FastAPI:
@@ -105,4 +118,4 @@ def combiner() -> FastAPI:
         member_outputs = await asyncio.gather(*(call(*member, ids, mask) for member in members))
         return fuse(list(member_outputs))
 
-    return kserve.app(_as_one_model(repository, "v1-combiner"), infer)
+    return kserve.app((_as_one_model(repository, "v1-combiner"), infer))

@@ -64,25 +64,35 @@ def metadata(config: model_config_pb2.ModelConfig) -> dict:
     }
 
 
-def app(config: model_config_pb2.ModelConfig, infer: Infer) -> FastAPI:
-    """A server for one model named as `config`, answering with `infer(inputs)`.
+def app(*models: tuple[model_config_pb2.ModelConfig, Infer]) -> FastAPI:
+    """A server for models named as each `config`, each answering with its `infer(inputs)`.
 
     A bad request gets HTTP 400 with {"error": message}, as Triton answers; the server keeps serving.
     """
     server = FastAPI()
-    name = config.name
-    config_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
-    model_metadata = metadata(config)
 
     @server.get("/v2/health/ready")
     @server.get("/v2/health/live")
-    @server.get(f"/v2/models/{name}/ready")
     async def ready() -> dict:
         return {}
 
     @server.get("/v2")
     async def server_metadata() -> dict:
         return {"name": "kserve-v2-json", "version": "1", "extensions": []}
+
+    for config, infer in models:
+        add_model(server, config, infer)
+    return server
+
+
+def add_model(server: FastAPI, config: model_config_pb2.ModelConfig, infer: Infer) -> None:
+    name = config.name
+    config_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    model_metadata = metadata(config)
+
+    @server.get(f"/v2/models/{name}/ready")
+    async def model_ready() -> dict:
+        return {}
 
     @server.get(f"/v2/models/{name}")
     async def get_metadata() -> dict:
@@ -103,5 +113,3 @@ def app(config: model_config_pb2.ModelConfig, infer: Infer) -> FastAPI:
         if "id" in body:
             answer["id"] = body["id"]
         return Response(json.dumps(answer), media_type="application/json")
-
-    return server

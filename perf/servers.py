@@ -2,8 +2,12 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,6 +123,42 @@ def v0_monolith(repository: Path, log: Path):
     url = f"127.0.0.1:{port}"
     with _apps([(process, url, "v0 monolith")], out):
         yield Running(url, None, [process])
+
+
+@contextmanager
+def pipeline(repository: Path, log: Path):
+    """perf/pipeline.py under mosec: its Rust front on a free port, a Python worker per core."""
+    (port,) = free_ports(1)
+    out = open(log, "ab")
+    sockets = Path(tempfile.mkdtemp(prefix="mosec-"))  # its workers' IPC sockets, removed with it
+    env = _app_env(repository, MOSEC_PORT=str(port), MOSEC_ADDRESS="127.0.0.1", MOSEC_PATH=str(sockets / "ipc"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "perf.pipeline"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"127.0.0.1:{port}"
+    try:
+        wait_until_answers(process, f"http://{url}/", "mosec pipeline", timeout=180)
+        yield Running(url, None, [process])
+    finally:
+        stop(process)
+        out.close()
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def wait_until_answers(process: subprocess.Popen, url: str, what: str, timeout: float) -> None:
+    """Until GET `url` answers 200 (a server without Triton's health routes), or `process` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} not ready after {timeout} s")
 
 
 @contextmanager

@@ -37,8 +37,10 @@ def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, 
     longest = int(mask.sum(1).max())  # cutting the padding here keeps every real token
     bad_ids, bad_mask = ids[:4].copy(), mask[:4].copy()
     bad_ids[0, 0], bad_ids[1, 1], bad_mask[2, 0] = -1, 10**9, 2
+    nothing_real = np.full_like(ids[:2], -1)  # not one token left to compute once the graph masks them out
     return [
         (bad_ids, bad_mask),
+        (nothing_real, mask[:2]),
         (ids[:8], mask[:8]),
         (ids[8:9], mask[8:9]),
         (ids[:33, :longest], mask[:33, :longest]),

@@ -65,6 +65,7 @@ def as_arrays(predictions) -> dict[str, np.ndarray]:
         "PROBS": np.array([list(p.probabilities.values()) for p in predictions]),
         "MEMBER_PROBS": np.array([[list(m.values()) for m in p.members.values()] for p in predictions]),
         "LABEL": np.array([[p.label.encode()] for p in predictions], dtype=object),
+        "WINDOWS": np.array([[p.windows] for p in predictions], dtype=np.int32),
     }
 
 
@@ -72,6 +73,7 @@ def assert_same(served: dict, expected: dict) -> None:
     np.testing.assert_allclose(served["PROBS"], expected["PROBS"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(served["MEMBER_PROBS"], expected["MEMBER_PROBS"], atol=1e-5, rtol=0)
     assert served["LABEL"].tolist() == expected["LABEL"].tolist()
+    assert served["WINDOWS"].tolist() == expected["WINDOWS"].tolist()
 
 
 @pytest.mark.parametrize(("protocol", "shm"), MODES)
@@ -79,7 +81,7 @@ def test_every_protocol_and_shm_mode_gives_the_same_answer(server, reference, pr
     with FeedbackClient(url(server, protocol), protocol=protocol, shm=shm, admin_key=server.admin_key) as client:
         predictions = client.classify(TEXTS)
         assert [p.label for p in predictions] == [p.label for p in client.classify(TEXTS)]  # regions reused
-        ids, mask = reference.tokenize(TEXTS[:5])
+        ids, mask, _ = reference.tokenize(TEXTS[:5])
         assert_same(client.classify_ids(ids, mask), reference.classify_ids(ids, mask))
         assert client.classify([]) == []
     assert_same(as_arrays(predictions), reference.classify(TEXTS))
@@ -110,7 +112,7 @@ def test_async_client_matches_in_process(server, reference):
     async def run():
         async with AsyncFeedbackClient(server.grpc_url, in_flight=4) as client:
             parts = await asyncio.gather(*(client.classify(TEXTS[i : i + 10]) for i in range(0, len(TEXTS), 10)))
-            ids, mask = reference.tokenize(TEXTS[:3])
+            ids, mask, _ = reference.tokenize(TEXTS[:3])
             return [p for part in parts for p in part], await client.classify_ids(ids, mask)
 
     predictions, by_ids = asyncio.run(run())

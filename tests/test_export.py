@@ -348,7 +348,7 @@ def test_from_pretrained_is_served_as_a_new_model_and_as_a_new_member_version(tm
     # accuracy gate opened explicitly.
     assert export_pretrained(checkpoint, "transformer", repo, min_accuracy=0.0, max_drop=1.0) == 2
 
-    ids, mask = reference.tokenize([c.text for c in corpus.generate(16)])
+    ids, mask, _ = reference.tokenize([c.text for c in corpus.generate(16)])
     expected = eager_probabilities(checkpoint, ids, mask, served)
     with run_server(repo, tmp_path / "server.log") as server:
         triton = grpcclient.InferenceServerClient(server.grpc_url)

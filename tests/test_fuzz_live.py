@@ -25,7 +25,8 @@ from client import FeedbackClient
 from python_backend.errors import BadRequest
 from python_backend.layout import read_config
 from python_backend.tenants import check_tenant
-from python_backend.text import decode_rows, encode
+from python_backend.inprocess import OUTPUTS
+from python_backend.text import decode_rows, encode_windows
 from server import probe
 from tests.conftest import REPOSITORY
 from tests.test_client import TEXTS, as_arrays, assert_same
@@ -145,8 +146,9 @@ class Models:
         reference = self.reference
         try:
             if model == "tokenizer":
-                ids, mask = encode(reference.tokenizer, decode_rows(arrays["TEXT"], self.max_bytes))
-                return {"INPUT_IDS": ids, "ATTENTION_MASK": mask}
+                rows = decode_rows(arrays["TEXT"], self.max_bytes)
+                tokenized = encode_windows(reference.tokenizer, rows, reference.windows)
+                return dict(zip(("INPUT_IDS", "ATTENTION_MASK", "WINDOWS"), tokenized, strict=True))
             if model == "feedback_text":
                 return reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))
             if model == "feedback_routed" and "TENANT" in arrays:
@@ -165,7 +167,7 @@ class Models:
                 probs, errors = member(ids, mask)
                 return dict(zip(self.outputs(model), (probs, errors), strict=True))
             stacked = reference.fuse.stacked(arrays)  # fuse
-            return dict(zip(("PROBS", "LABEL", "MEMBER_PROBS"), reference.fuse.outputs(stacked), strict=True))
+            return dict(zip(OUTPUTS, reference.fuse.outputs(*stacked), strict=True))
         except (BadRequest, ValueError, RuntimeError) as error:  # RuntimeError: onnxruntime and torch refusing shapes
             raise Refuse(str(error)) from None
 

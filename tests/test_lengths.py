@@ -99,6 +99,10 @@ def test_a_bad_row_is_flagged_and_leaves_its_neighbours_alone():
         alone = [graph(*(torch.from_numpy(a) for a in ragged(r, np.ones_like(r))))[0] for r in good]
     assert errors[:, 0].tolist() == [0, ID_OUT_OF_RANGE, BAD_LENGTH, BAD_LENGTH, 0]
     torch.testing.assert_close(probs[[0, 4]], torch.cat(alone), atol=1e-6, rtol=0)
+    with torch.inference_mode():  # a batch without a single real token: every row flagged, nothing fails
+        bad = [np.full((1, 4), 10**6), np.zeros((1, 0), np.int64)]
+        probs, errors = graph(*(torch.from_numpy(a) for a in ragged(bad, [np.ones_like(r) for r in bad])))
+    assert errors[:, 0].tolist() == [ID_OUT_OF_RANGE, BAD_LENGTH] and probs.shape == (2, 6)
 
 
 def test_a_long_comment_is_read_as_overlapping_windows_that_cover_it():

@@ -63,7 +63,7 @@ def member_inputs(names, ids: np.ndarray, mask: np.ndarray) -> list:
 def test_bad_ids_batched_with_good_requests_are_harmless_and_flagged(server, reference):
     """Sent straight to a member, out-of-vocabulary ids and a non-0/1 mask fail nothing: the graph masks them out,
     answers the good requests of the same batch exactly, and flags the bad ones in INPUT_ERRORS."""
-    ids, mask = reference.tokenize(TEXTS[:4])
+    ids, mask, _ = reference.tokenize(TEXTS[:4])
     expected = reference.classify_ids(ids, mask)["MEMBER_PROBS"]
     bad_ids, bad_mask = ids.copy(), mask.copy()
     bad_ids[0, 1], bad_ids[1, 2], bad_mask[2, 0] = 10**9, -5, 7
@@ -85,7 +85,7 @@ def test_bad_ids_batched_with_good_requests_are_harmless_and_flagged(server, ref
 
 
 def test_bad_ids_through_the_ensemble_fail_alone_under_load(server, reference):
-    ids, mask = reference.tokenize(TEXTS[:4])
+    ids, mask, _ = reference.tokenize(TEXTS[:4])
     expected = reference.classify_ids(ids, mask)["PROBS"]
     bad_ids = ids.copy()
     bad_ids[3, 0] = 10**6

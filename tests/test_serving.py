@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 from export import datasets
 from tests.conftest import POLL_SECS
 
-OUTPUTS = ("PROBS", "LABEL", "MEMBER_PROBS")
+OUTPUTS = ("PROBS", "LABEL", "MEMBER_PROBS", "WINDOWS")
 TEXTS = datasets.synthetic().held_out.texts[:40] + ["", "ok", "прайс 💸 " * 200]
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 
@@ -52,6 +52,7 @@ def assert_same(served: dict, expected: dict) -> None:
     np.testing.assert_allclose(served["PROBS"], expected["PROBS"], atol=1e-5, rtol=0)
     np.testing.assert_allclose(served["MEMBER_PROBS"], expected["MEMBER_PROBS"], atol=1e-5, rtol=0)
     assert served["LABEL"].tolist() == expected["LABEL"].tolist()
+    assert served["WINDOWS"].tolist() == expected["WINDOWS"].tolist()
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -63,13 +64,13 @@ def test_feedback_text_matches_in_process(server, reference, protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_feedback_matches_in_process(server, reference, protocol):
-    ids, mask = reference.tokenize(TEXTS)
+    ids, mask, _ = reference.tokenize(TEXTS)
     served = infer(server, protocol, "feedback", {"INPUT_IDS": ids, "ATTENTION_MASK": mask})
     assert_same(served, reference.classify_ids(ids, mask))
 
 
 def test_feedback_accepts_any_length_up_to_the_limit(server, reference):
-    ids, mask = reference.tokenize(TEXTS[:5])
+    ids, mask, _ = reference.tokenize(TEXTS[:5])
     short = int(mask.sum(1).max())
     served = infer(server, "grpc", "feedback", {"INPUT_IDS": ids[:, :short], "ATTENTION_MASK": mask[:, :short]})
     assert_same(served, reference.classify_ids(ids, mask))  # the members ignore padding
@@ -95,7 +96,7 @@ def test_labels_are_right_on_plain_comments(server):
 
 def test_each_model_is_callable_alone(server, reference):
     with client(server, "grpc") as grpc:
-        ids, mask = reference.tokenize(TEXTS[:3])
+        ids, mask, _ = reference.tokenize(TEXTS[:3])
         expected = reference.classify_ids(ids, mask)["MEMBER_PROBS"]
         for model, names, output, column in (
             ("transformer", ("INPUT_IDS", "ATTENTION_MASK"), "PROBS", 0),
