@@ -1,11 +1,12 @@
 """`python -m perf` (what `make bench` runs): every system side by side, on the same models and requests.
 
-python -m perf [--mode quick|full|tiny] [--profile small] [--profile minilm] [--gpu] [--out DIR]
+python -m perf [--mode quick|full|tiny] [--profile accurate] [--profile fast] [--gpu] [--out DIR]
                [--systems NAME,...] [--queue-delay-us N] [--instances N] [--threads N]
 
 Writes DIR (default perf/results/<timestamp>/): results.csv (one row per system and concurrency), inprocess.csv,
-triton_models.csv (Triton's per-model queue/compute split), raw/ (every perf_analyzer CSV and log), report.md and
-the PNG plots. Progress goes to stdout, one line per measurement.
+triton_models.csv (Triton's per-model queue/compute split, rows per execution), mix.csv (the length mix),
+accuracy.csv, raw/ (every perf_analyzer and wrk log), report.md and the PNG plots. Progress goes to stdout, one line
+per measurement.
 """
 
 import argparse
@@ -20,7 +21,20 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from perf import floors, inprocess_limit, perf_analyzer, report, repositories, runs, servers, triton_stats, workload
+from export import evaluate
+from export.members import DEFAULT_PROFILE
+from perf import (
+    floors,
+    inprocess_limit,
+    perf_analyzer,
+    report,
+    repositories,
+    runs,
+    servers,
+    triton_stats,
+    workload,
+    wrk,
+)
 from perf.systems import SYSTEMS, System
 from python_backend.inprocess import Fuse
 from server import ROOT
@@ -32,6 +46,7 @@ class Mode:
     windows: perf_analyzer.Windows
     inprocess_seconds: float
     batch_sizes: tuple[int, ...]
+    wrk_seconds: float  # each wrk measurement, after as long again of warm-up
     # Where one request takes so long that a time window would hold fewer than ~50 of them (the minilm profile), a
     # window lasts until this many requests completed instead: with c=16 and 1 s per request, a 1 s window can end
     # with no request completed at all.
@@ -44,12 +59,17 @@ class Mode:
 
 MODES = {
     # Loose stability in quick mode: on a busy 2-core machine, 3 windows within 10% may never come.
-    "quick": Mode((1, 4, 16), perf_analyzer.Windows(800, 50, 4), 1.0, (8, 32), slow_requests=12),
+    "quick": Mode((1, 4, 16), perf_analyzer.Windows(800, 50, 4), 3.0, (8, 16, 32), 8.0, slow_requests=12),
     "full": Mode(
-        (1, 2, 4, 8, 16, 32), perf_analyzer.Windows(3000, 15, 10), 5.0, (1, 4, 8, 16, 32, 64), slow_requests=128
+        (1, 2, 4, 8, 16, 32),
+        perf_analyzer.Windows(3000, 15, 10),
+        5.0,
+        (1, 4, 8, 16, 32, 64),
+        20.0,
+        slow_requests=128,
     ),
     # End-to-end check of the harness (tests): every system once, as short as perf_analyzer allows.
-    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), warmup=False, repeats=1),
+    "tiny": Mode((1,), perf_analyzer.Windows(100, 1000, 3, requests=10), 0.2, (4,), 1.0, warmup=False, repeats=1),
 }
 
 
@@ -61,6 +81,8 @@ class Bench:
         self.inprocess: list[dict] = []
         self.model_times: list[dict] = []
         self.process_cpu: list[dict] = []
+        self.mix: list[dict] = []
+        self.accuracy: list[dict] = []
         self.started = time.monotonic()
         self.done, self.planned = 0, 0
         self.systems = SYSTEMS
@@ -72,20 +94,18 @@ class Bench:
         repository = repositories.for_profile(profile)
         raw = self.out / "raw" / profile
         load = workload.prepare(repository, raw)
+        self.mix.append({"profile": profile, **load.describe()})
+        for path in evaluate.FILES:
+            scores = evaluate.accuracies(repository, path)
+            self.accuracy.append({"profile": profile, "file": path.name, "rows": len(evaluate.read(path)[0]), **scores})
         self.progress(f"{profile}: in-process limit ({self.mode.inprocess_seconds:g} s per batch size)")
         callers = os.cpu_count() or 1
         measured = inprocess_limit.measure(
-            repository,
-            load.input_ids,
-            load.attention_mask,
-            self.mode.batch_sizes,
-            callers,
-            self.mode.inprocess_seconds,
-            self.gpu,
+            repository, load.texts, self.mode.batch_sizes, callers, self.mode.inprocess_seconds, self.gpu
         )
         for result in measured:
             self.inprocess.append({"profile": profile, **asdict(result)})
-            self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} rows/s")
+            self.progress(f"  batch {result.batch:>2} x {result.callers} callers: {result.rows_per_s:8.0f} comments/s")
 
         options = {"gpu": self.gpu, "warmup": self.mode.warmup, "overrides": self.overrides}
         windows = self.mode.windows
@@ -103,6 +123,7 @@ class Bench:
             "triton_no_batching": lambda log: servers.triton(no_batching, log),
             "floors": lambda log: servers.triton(floor_models, log),
             "v0": lambda log: servers.v0_monolith(repository, log),
+            "pipeline": lambda log: servers.pipeline(repository, log),
             "v1": lambda log: servers.v1_fanout(repository, members, log),
         }
         for rep in range(self.mode.repeats):
@@ -119,27 +140,41 @@ class Bench:
     def measure(self, profile, system: System, running, concurrency, load: workload.Workload, raw: Path, windows, rep):
         name = f"{system.name}_c{concurrency}_r{rep}"
         url = running.grpc_url if system.protocol == "grpc" else running.http_url
-        inputs = load.text_file if system.model == "feedback_text" else load.ids_file
-        shapes = {} if system.model == "feedback_text" else {"INPUT_IDS": load.seq_len, "ATTENTION_MASK": load.seq_len}
-        argv = perf_analyzer.command(
-            system.model,
-            url,
-            system.protocol,
-            perf_analyzer.concurrency(concurrency),
-            inputs,
-            windows,
-            raw / f"{name}.csv",
-            shapes,
-            shm=system.shm,
-        )
+        if system.driver == "wrk":
+            requests = [system.request(text) for text in load.texts]
+            lua = wrk.script(requests[0][0], [body for _, body in requests], raw / f"{system.name}.lua")
+            # A warm-up run first: wrk has no warm-up of its own, and the first seconds pay for lazy allocations.
+            wrk.measure(url, lua, concurrency, self.mode.wrk_seconds, raw / f"{name}.warmup.log")
+        else:
+            inputs = load.text_file if system.model == "feedback_text" else load.ids_file
+            argv = perf_analyzer.command(
+                system.model,
+                url,
+                system.protocol,
+                perf_analyzer.concurrency(concurrency),
+                inputs,
+                windows,
+                raw / f"{name}.csv",
+                {},  # every entry of the input file has its own shape
+                shm=system.shm,
+            )
         triton = system.server.startswith("triton")
         before = triton_stats.snapshot(running.http_url) if triton else None
         cpu, client, wall = running.cpu_seconds(), children_cpu_seconds(), time.monotonic()
         row = {"profile": profile, "system": system.name, "concurrency": concurrency, "rep": rep}
         self.done += 1
         try:
-            measured, stable = perf_analyzer.measure(argv, raw / f"{name}.log")
-        except perf_analyzer.Failed as error:
+            if system.driver == "wrk":
+                done = wrk.measure(url, lua, concurrency, self.mode.wrk_seconds, raw / f"{name}.log")
+                if done.errors:
+                    raise wrk.Failed(f"{done.errors} of {done.requests} requests failed")
+                measured = {"Inferences/Second": done.throughput} | {
+                    f"p{p} latency": getattr(done, f"p{p}_us") for p in (50, 95, 99)
+                }
+                stable = True
+            else:
+                measured, stable = perf_analyzer.measure(argv, raw / f"{name}.log")
+        except (perf_analyzer.Failed, wrk.Failed) as error:
             self.results.append({**row, "error": str(error)})
             self.progress(f"  {self.done}/{self.planned} {profile} {system.name} c={concurrency}: FAILED, {error}")
             return
@@ -153,7 +188,7 @@ class Bench:
             "server_cpu_pct": 100 * sum(by_role.values()) / wall,
             "server_cpu_us_per_request": sum(by_role.values()) / wall / throughput * 1e6,
             "server_memory_mib": running.memory_mib(),
-            "client_cpu_pct": 100 * client / wall,  # perf_analyzer's, on the same cores
+            "client_cpu_pct": 100 * client / wall,  # perf_analyzer's or wrk's, on the same cores
         }
         self.results.append(row)
         for process, spent in sorted(by_role.items()):
@@ -180,6 +215,8 @@ class Bench:
             ("inprocess", self.inprocess),
             ("triton_models", self.model_times),
             ("process_cpu", self.process_cpu),
+            ("mix", self.mix),
+            ("accuracy", self.accuracy),
         ):
             columns = list(dict.fromkeys(key for row in rows for key in row))
             with open(self.out / f"{name}.csv", "w", newline="") as file:
@@ -208,7 +245,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="try another intra-op thread count for the members")
     parser.add_argument("--repeats", type=int, help="interleaved repetitions of every system (default: the mode's)")
     args = parser.parse_args()
-    profiles = args.profile or ["small"]
+    profiles = args.profile or [DEFAULT_PROFILE]
     out = args.out or ROOT / "perf" / "results" / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     mode = MODES[args.mode]
@@ -227,6 +264,8 @@ def main() -> None:
     runs.record_run(out, {"mode": args.mode, "profiles": profiles, "systems": [s.name for s in bench.systems],
                              "repeats": mode.repeats, "gpu": args.gpu} | asdict(overrides))  # fmt: skip
     bench.planned = len(profiles) * len(bench.systems) * len(mode.concurrencies) * mode.repeats
+    if any(system.driver == "wrk" for system in bench.systems):
+        wrk.ensure()
     bench.progress(f"bench ({args.mode}, profiles {', '.join(profiles)}) into {out}")
     try:
         for profile in profiles:

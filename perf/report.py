@@ -1,5 +1,5 @@
 """report.md from a run's CSVs: every figure is read from what the run measured. The tables are here; the verdicts
-(perf/verdicts.py), the narrative (perf/narrative.py) and the plots (perf/plots.py) have modules of their own.
+(perf/verdicts.py) and the plots (perf/plots.py) have modules of their own.
 
 `python -m perf.report DIR` rebuilds it from DIR's CSVs.
 """
@@ -7,31 +7,35 @@
 import sys
 from pathlib import Path
 
-from perf.narrative import ensemble_overhead, overhead_sentence, why
 from perf.plots import plot
 from perf.rows import at, medians, ms, pick, read, saturation
 from perf.runs import run_line
-from perf.systems import SYSTEMS
-from perf.verdicts import SHM, targets_13, targets_table
+from perf.systems import SYSTEMS, TEXT_IN
+from perf.verdicts import targets
+
+TEXT_SYSTEMS = [system for system in SYSTEMS if system.model in ("feedback_text", "inference")]
+IDS_SYSTEMS = [system for system in SYSTEMS if system not in TEXT_SYSTEMS]
 
 
-def systems_table(profile: str, results: list[dict], concurrencies: list[float], limit: dict) -> list[str]:
+def systems_table(
+    profile: str, results: list[dict], concurrencies: list[float], limit: dict, systems, model_times: list[dict]
+) -> list[str]:
     head = "| system | saturation infer/s | efficiency | " + " | ".join(
         f"c={c:.0f} p50 / p95 / p99 ms" for c in concurrencies
     )
     top_c = f"c={max(concurrencies):.0f}"
     lines = [
         head + f" | server CPU % ({top_c}) | server CPU µs/req ({top_c}) | CPU efficiency | server PSS MiB "
-        f"| perf_analyzer CPU % ({top_c}) |",
-        "|---" * (len(concurrencies) + 8) + "|",
+        f"| client CPU % ({top_c}) | rows per member execution ({top_c}) |",
+        "|---" * (len(concurrencies) + 9) + "|",
     ]
-    for system in SYSTEMS:
+    for system in systems:
         best = saturation(results, profile, system.name)
         if best is None:
             failed = pick(results, profile=profile, system=system.name)
             if failed:
                 lines.append(
-                    f"| {system.label} | failed: {failed[0].get('error', '?')} |" + " |" * (len(concurrencies) + 5)
+                    f"| {system.label} | failed: {failed[0].get('error', '?')} |" + " |" * (len(concurrencies) + 6)
                 )
             continue
         cells = []
@@ -46,6 +50,9 @@ def systems_table(profile: str, results: list[dict], concurrencies: list[float],
             if top
             else "— | — | — | — | —"
         )
+        executions = pick(model_times, profile=profile, system=system.name, concurrency=max(concurrencies))
+        batches = {row["model"]: row["batch"] for row in executions}
+        usage += " | " + (", ".join(f"{m} {batches[m]:.1f}" for m in ("transformer", "textcnn") if m in batches) or "—")
         lines.append(
             f"| {system.label} | {best:.0f} | {best / limit['rows_per_s']:.0%} | " + " | ".join(cells) + f" | {usage} |"
         )
@@ -70,7 +77,7 @@ def process_table(profile: str, process_cpu: list[dict], concurrency: float) -> 
 
 def inprocess_table(rows: list[dict]) -> list[str]:
     lines = [
-        "| batch | callers | rows/s | p50 / p95 / p99 ms per call | CPU µs per row |",
+        "| batch | callers | comments/s | p50 / p95 / p99 ms per call | CPU µs per comment |",
         "|---|---|---|---|---|",
     ]
     for row in rows:
@@ -82,11 +89,11 @@ def inprocess_table(rows: list[dict]) -> list[str]:
 
 
 def breakdown_table(profile: str, model_times: list[dict]) -> list[str]:
-    rows = pick(model_times, profile=profile, system=SHM)
+    rows = pick(model_times, profile=profile, system=TEXT_IN)
     if not rows:
         return []
     lines = [
-        f"Triton's own split for `{SHM}` (average µs per request inside the server; "
+        f"Triton's own split for `{TEXT_IN}` (average µs per request inside the server; "
         "batch = average rows per execution):",
         "",
         "| concurrency | model | requests | request µs | queue µs | compute µs | batch |",
@@ -100,64 +107,89 @@ def breakdown_table(profile: str, model_times: list[dict]) -> list[str]:
     return lines
 
 
+def mix_table(mix: dict) -> list[str]:
+    return [
+        "| comments | over 64 tokens | tokens per comment: median / mean / p90 / max | padded to 64 before: "
+        "padding / comments cut |",
+        "|---|---|---|---|",
+        f"| {mix['comments']:.0f} | {mix['long_share']:.0%} | {mix['tokens_median']:.0f} / {mix['tokens_mean']:.1f} / "
+        f"{mix['tokens_p90']:.0f} / {mix['tokens_max']:.0f} | {mix['old_padding_share']:.0%} / "
+        f"{mix['old_cut_share']:.0%} |",
+    ]
+
+
+def accuracy_table(rows: list[dict]) -> list[str]:
+    members = [key for key in rows[0] if key not in ("profile", "file", "rows", "ensemble")] if rows else []
+    lines = ["| file | rows | ensemble | " + " | ".join(members) + " |", "|---" * (len(members) + 3) + "|"]
+    for row in rows:
+        cells = " | ".join(f"{row[member]:.3f}" for member in members)
+        lines.append(f"| {row['file']} | {row['rows']:.0f} | {row['ensemble']:.3f} | {cells} |")
+    return lines
+
+
 def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
     raw = {name: read(out / f"{name}.csv") for name in ("results", "triton_models", "process_cpu")}
-    inprocess = read(out / "inprocess.csv")
-    # Everything but issue #13's targets reads the median of the repetitions.
+    inprocess, mixes, accuracy = (read(out / f"{name}.csv") for name in ("inprocess", "mix", "accuracy"))
     results = medians(raw["results"], ("profile", "system", "concurrency"))
     model_times = medians(raw["triton_models"], ("profile", "system", "concurrency", "model"))
     process_cpu = medians(raw["process_cpu"], ("profile", "system", "concurrency", "process"))
     repeats = len({row.get("rep") for row in raw["results"]})
     concurrencies = sorted({row["concurrency"] for row in results})
     lines = [
-        f"# Benchmark: the Triton ensemble against the in-process limit, a v0 monolith and a v1 fan-out ({mode} mode)",
+        f"# Benchmark: a comment's text in, its label out ({mode} mode)",
         "",
         f"{run_line(out)} Members (served and in-process) on {'the GPU' if gpu else 'CPU'}."
         + (f" Configs changed for this run: {settings}." if settings else ""),
         "",
-        "Every served system gets the same batch-1 requests (64 held-out corpus comments, tokenized by the "
-        "repository's tokenizer) from the real perf_analyzer 2.51 at fixed concurrency. Triton is measured over gRPC "
-        "(binary tensors, with and without system shared memory) and over HTTP/JSON; the v0 and v1 apps speak the "
-        "same KServe v2 protocol over HTTP/JSON, so `Triton feedback, HTTP/JSON` is the like-for-like row. "
-        "perf_analyzer runs on the same cores as the servers and takes CPU from them. Server CPU and PSS are sampled "
-        "from /proc over each run (all server processes: tritonserver and its stubs, every gunicorn process). "
-        "Efficiency = saturation throughput / the in-process limit (best batch). "
-        f"Every system was measured {repeats} time(s), the repetitions interleaved (each server in turn, then again); "
-        "tables give medians.",
+        "Every system gets the same batch-1 requests at fixed concurrency: the comments written by hand for the "
+        "evaluation plus long ones (perf/workload.py), each at its true length. Text in: Triton's `feedback_text`, a "
+        "v0 monolith that tokenizes at the true length (FastAPI under gunicorn, a worker per core) and a batched "
+        "pipeline server (mosec, a worker per core), all with the same tokenizer, member files and fuse step, all "
+        "over HTTP/JSON and driven by wrk. Token ids in (the second view): Triton's `feedback` and the v0/v1 apps, "
+        "driven by the real perf_analyzer 2.51. The clients run on the same cores as the servers and take CPU from "
+        "them. Server CPU and PSS are sampled from /proc over each run (every server process). Efficiency = "
+        "throughput / the in-process limit (best batch, text in, the same mix). "
+        f"Every system was measured {repeats} time(s), the repetitions interleaved (each server in turn, then "
+        "again); tables give medians, targets the median and range of the per-repetition ratios.",
         "",
     ]
     for profile in dict.fromkeys(row["profile"] for row in inprocess):
         rows = pick(inprocess, profile=profile)
         floor = rows[0]
         limit = max(rows, key=lambda row: row["rows_per_s"])
-        overhead = ensemble_overhead(profile, model_times)
+        (mix,) = pick(mixes, profile=profile)
         image = plot(out, profile, results, limit, floor)
-        lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets (issue #13)", ""]
-        lines += targets_13(profile, raw, limit)
-        lines += ["", "### Targets (issue #5)", ""]
-        lines += targets_table(profile, results, limit, overhead)
-        lines += [""] + why(profile, results, limit, floor, pick(process_cpu, profile=profile), model_times)
-        lines += ["", "### Systems", ""]
-        lines += systems_table(profile, results, concurrencies, limit)
+        lines += [f"## Profile `{profile}`", "", f"![{profile}]({image})", "", "### Targets", ""]
+        lines += targets(profile, raw["results"], limit, mix, pick(accuracy, profile=profile))
+        lines += [
+            "",
+            "The members compute real tokens only (export/packing.py); attention still pairs each token with the "
+            "longest row's slots in its batch, which this share does not count.",
+            "",
+            "### The length mix",
+            "",
+        ]
+        lines += mix_table(mix)
+        lines += ["", "### Text in", ""]
+        lines += systems_table(profile, results, concurrencies, limit, TEXT_SYSTEMS, model_times)
+        lines += ["", "### Token ids in", ""]
+        lines += systems_table(profile, results, concurrencies, limit, IDS_SYSTEMS, model_times)
         lines += [
             "",
             "`~`: perf_analyzer's windows did not agree within the mode's stability percentage (a busy machine); the "
-            "figure is from a re-run that accepts any 3 windows. CPU efficiency = in-process CPU µs per row (best "
+            "figure is from a re-run that accepts any 3 windows. CPU efficiency = in-process CPU µs per comment (best "
             "batch) / server CPU µs per request: unlike throughput, it hardly moves when other work shares the "
             "machine.",
             "",
+            "### Accuracy (as served, export/evaluate.py)",
+            "",
         ]
+        lines += accuracy_table(pick(accuracy, profile=profile))
+        lines += [""]
         for concurrency in sorted({min(concurrencies), max(concurrencies)}):
             lines += process_table(profile, process_cpu, concurrency) + [""]
-        lines += ["", f"### In-process limit (no server; compute limit = batch {limit['batch']:.0f})", ""]
+        lines += ["", f"### In-process limit (no server, text in; compute limit = batch {limit['batch']:.0f})", ""]
         lines += inprocess_table(rows)
-        if overhead:
-            lines += [
-                "",
-                "### Ensemble overhead at c=1 (Triton statistics, averages)",
-                "",
-                overhead_sentence(overhead),
-            ]
         lines += [""] + breakdown_table(profile, model_times) + [""]
     path = out / "report.md"
     path.write_text("\n".join(lines))

@@ -47,7 +47,9 @@ SYSTEMS = (
         driver="wrk",
     ),
     System("triton_text_grpc", "Triton `feedback_text`, gRPC", "triton", "feedback_text", "grpc"),
-    System("triton_grpc_shm", "Triton `feedback` (token ids in), gRPC + system shm", "triton", "feedback", "grpc", shm=True),
+    System(
+        "triton_grpc_shm", "Triton `feedback` (token ids in), gRPC + system shm", "triton", "feedback", "grpc", shm=True
+    ),
     System("triton_http_json", "Triton `feedback` (token ids in), HTTP/JSON", "triton", "feedback", "http"),
     System(
         "triton_grpc_shm_no_batching",

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from export.members import DEFAULT_PROFILE
 from perf.systems import SYSTEMS
 from server import ROOT
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the o
 
 def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):
     out = tmp_path / "bench"
-    command = [sys.executable, "-m", "perf", "--mode", "tiny", "--profile", "small", "--out", str(out)]
+    command = [sys.executable, "-m", "perf", "--mode", "tiny", "--profile", DEFAULT_PROFILE, "--out", str(out)]
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout + finished.stderr
 
@@ -33,10 +34,20 @@ def test_tiny_bench_measures_every_system_and_writes_the_report(tmp_path):
         models = {row["model"] for row in csv.DictReader(file)}
     assert {"feedback", "feedback_text", "transformer", "textcnn", "fuse", "tokenizer"} <= models
 
+    with open(out / "mix.csv") as file:
+        (mix,) = csv.DictReader(file)
+    assert float(mix["long_share"]) > 0.05 and float(mix["tokens_max"]) > 128  # long comments are in the mix
+
     report = (out / "report.md").read_text()
     assert "run started" in report and "at commit" in report  # from run.json, written when the run began
-    assert "## Profile `small`" in report and "(small.png)" in report and "### Targets (issue #13)" in report
-    assert (out / "small.png").read_bytes().startswith(b"\x89PNG")
+    assert f"## Profile `{DEFAULT_PROFILE}`" in report and f"({DEFAULT_PROFILE}.png)" in report
+    assert "### Targets" in report and "### The length mix" in report and "hand-written comments" in report
+    assert (out / f"{DEFAULT_PROFILE}.png").read_bytes().startswith(b"\x89PNG")
     for system in SYSTEMS:
         assert system.label in report
-    assert len(list((out / "raw" / "small").glob("*.csv"))) == len(SYSTEMS)  # perf_analyzer's own CSVs
+    raw = out / "raw" / DEFAULT_PROFILE
+    perf_analyzer_systems = [system for system in SYSTEMS if system.driver == "perf_analyzer"]
+    assert len(list(raw.glob("*.csv"))) == len(perf_analyzer_systems)  # perf_analyzer's own CSVs
+    for system in SYSTEMS:
+        if system.driver == "wrk":
+            assert '"requests"' in (raw / f"{system.name}_c1_r0.log").read_text()  # wrk's own report

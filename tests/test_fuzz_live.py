@@ -23,9 +23,9 @@ from tritonclient.utils import InferenceServerException
 
 from client import FeedbackClient
 from python_backend.errors import BadRequest
+from python_backend.inprocess import OUTPUTS
 from python_backend.layout import read_config
 from python_backend.tenants import check_tenant
-from python_backend.inprocess import OUTPUTS
 from python_backend.text import decode_rows, encode_windows
 from server import probe
 from tests.conftest import REPOSITORY
