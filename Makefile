@@ -1,5 +1,6 @@
 # `make serve`: install, export if needed, run Triton in the foreground. `make test`: install, export, pytest.
-# `make bench [BENCH=quick|full] [PROFILE="small minilm"]`: perf/ against the in-process limit, v0 and v1.
+# `make bench [BENCH=quick|full] [PROFILE="accurate fast"]`: text in against a text-in v0 and a mosec pipeline, the
+# in-process limit, and token ids in against v0 and v1 (perf/).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -16,7 +17,7 @@ TRITON_SOURCE_DIR ?= $(wildcard $(CURDIR)/../shared/third_party)
 export TRITON_SOURCE_DIR
 
 BENCH ?= quick
-PROFILE ?= small minilm
+PROFILE ?= accurate fast
 
 .PHONY: FORCE install venv export serve test test-containers container-tools test-fast lint clean bench bench-client compose-tools scan-tools monitor gpu-overlay deploy \
         rollback soak bench-overload bench-swap bench-tenants reliability fuzz

@@ -1,11 +1,11 @@
 """Bulk scoring: read comments from CSV or JSON lines, classify them in pipelined batches, write JSON lines in order.
 
-Each output line is {"row": n, "text": ..., "label": ..., "probabilities": {...}, "members": {...}}, with n counting
-input rows from 0, or, for a row that cannot be scored, {"row": n, "text": (cut to 200 characters), "error": ...}.
-A bad row never stops the run or loses its neighbours: rows are checked here before they are sent (decodable,
-not empty, not over the server's size limit), so a batch holds only rows the server accepts. Batches are written in
-input order as they complete and flushed, so an interrupted run leaves a prefix of the result; `resume` continues
-after it. Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
+Each output line is {"row": n, "text": ..., "label": ..., "probabilities": {...}, "members": {...}, "windows": w},
+with n counting input rows from 0, or, for a row that cannot be scored, {"row": n, "text": (cut to 200 characters),
+"error": ...}. A bad row never stops the run or loses its neighbours: rows are checked here before they are sent
+(decodable, not empty, not over the server's size limit), so a batch holds only rows the server accepts. Batches are
+written in input order as they complete and flushed, so an interrupted run leaves a prefix of the result; `resume`
+continues after it. Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
 """
 
 import csv

@@ -29,15 +29,20 @@ TENSORRT_CACHE = "/tmp/triton-trt-cache"  # writable in the container, unlike a 
 
 
 def tensorrt_shapes(config: model_config_pb2.ModelConfig) -> dict[str, str]:
-    """TensorRT builds one engine for a range of shapes: batch 1..max_batch_size, sequence 1..max_seq_len."""
-    max_seq = config.parameters["max_seq_len"].string_value
-    opt_seq = next(iter(config.model_warmup[0].inputs.values())).dims[0] if config.model_warmup else max_seq
-    shapes = {
-        "trt_profile_min_shapes": "1x1",
-        "trt_profile_opt_shapes": f"{PREFERRED_BATCH_SIZES[-1]}x{opt_seq}",
-        "trt_profile_max_shapes": f"{config.max_batch_size}x{max_seq}",
+    """TensorRT builds one engine for a range of shapes. The ragged ids and mask hold a batch's elements end to end:
+    1 up to max_batch_size rows of max_seq_len; the batch inputs hold a length per row."""
+    max_seq = int(config.parameters["max_seq_len"].string_value)
+    warmup = config.model_warmup[0] if config.model_warmup else None
+    opt_rows = warmup.batch_size if warmup else PREFERRED_BATCH_SIZES[-1]
+    opt_seq = next(iter(warmup.inputs.values())).dims[0] if warmup else max_seq
+    elements = {"min": "1", "opt": str(opt_rows * opt_seq), "max": str(config.max_batch_size * max_seq)}
+    rows = {"min": "1x1", "opt": f"{opt_rows}x1", "max": f"{config.max_batch_size}x1"}
+    names = [(tensor.name, elements) for tensor in config.input]
+    names += [(batch_input.target_name[0], rows) for batch_input in config.batch_input]
+    return {
+        f"trt_profile_{bound}_shapes": ",".join(f"{name}:{dims[bound]}" for name, dims in names)
+        for bound in ("min", "opt", "max")
     }
-    return {key: ",".join(f"{tensor.name}:{dims}" for tensor in config.input) for key, dims in shapes.items()}
 
 
 def gpu_config(text: str, kind: str, tensorrt: bool) -> str:

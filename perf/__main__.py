@@ -47,7 +47,7 @@ class Mode:
     inprocess_seconds: float
     batch_sizes: tuple[int, ...]
     wrk_seconds: float  # each wrk measurement, after as long again of warm-up
-    # Where one request takes so long that a time window would hold fewer than ~50 of them (the minilm profile), a
+    # Where one request takes so long that a time window would hold fewer than ~50 of them (the accurate profile), a
     # window lasts until this many requests completed instead: with c=16 and 1 s per request, a 1 s window can end
     # with no request completed at all.
     slow_requests: int = 0

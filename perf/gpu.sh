@@ -10,17 +10,17 @@
 #     name it in TORCH_WHEEL). onnxruntime-gpu 1.31.1 (pinned) needs CUDA 13 and cuDNN 9 libraries on the loader's
 #     path for its CUDA execution provider; without them it logs an error and falls back to CPU, and the Triton log
 #     (raw/<profile>/triton.log) says which providers ran.
-#   - the exported repositories: model_repository/ (make export) and, for PROFILE=minilm, build/minilm_repository.
+#   - the exported repositories: model_repository/ (make export) and, for PROFILE=fast, build/fast_repository.
 # The embedded tritonserver from nvidia-pytriton is a GPU build, so the same launcher serves KIND_GPU instances.
 #
-# Usage: perf/gpu.sh [BENCH=quick|full] [PROFILE="small minilm"]
+# Usage: perf/gpu.sh [BENCH=quick|full] [PROFILE="accurate fast"]
 # `python -m perf --gpu` serves each profile's members as deploy/gpu_overlay.py writes them for NVIDIA's container
 # (KIND_GPU instances, onnxruntime's CUDA execution provider), and runs the in-process limit on the GPU too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for arg in "$@"; do export "$arg"; done
 BENCH=${BENCH:-quick}
-PROFILE=${PROFILE:-small minilm}
+PROFILE=${PROFILE:-accurate fast}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || {
     echo "perf/gpu.sh: no NVIDIA GPU visible (nvidia-smi failed)" >&2

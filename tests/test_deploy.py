@@ -22,7 +22,7 @@ from perf.steady_load import (
 )
 from python_backend.layout import latest_version
 from release.deploy import deploy, retired, rollback
-from release.validate import Rejected, held_out, served_class_names
+from release.validate import MIN_ACCURACY, Rejected, held_out, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, run_server
 
 ENSEMBLES = ("feedback", "feedback_text")
@@ -133,7 +133,7 @@ class TestPollMode:
             "wrong output shape": r"artifact returns shape \[4, 5\], its config says \[4, 6\]",
             "wrong class count": r"output 'PROBS' is TYPE_FP32 \[5\], the ensembles expect TYPE_FP32 \[6\]",
             "other label order": r"label set \[.*\] is not the served \[.*\]: same names, other order",
-            "Python step answering wrongly": r"held-out accuracy 0\.\d+ is below the threshold 0\.9",
+            "Python step answering wrongly": rf"held-out accuracy 0\.\d+ is below the threshold {MIN_ACCURACY}",
             "no warm-up": "config has no model_warmup",
             "Python model raising at load": "does not load in Triton: .*this fuse candidate refuses to start",
         }

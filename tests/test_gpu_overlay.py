@@ -28,9 +28,10 @@ def test_members_get_gpu_instances_and_accelerators(overlay):
     accelerators = transformer.optimization.execution_accelerators.gpu_execution_accelerator
     assert [a.name for a in accelerators] == ["tensorrt", "cuda"]
     source = read_config(REPOSITORY / "transformer")
-    max_seq = source.parameters["max_seq_len"].string_value
-    expected = ",".join(f"{t.name}:{source.max_batch_size}x{max_seq}" for t in source.input)
-    assert accelerators[0].parameters["trt_profile_max_shapes"] == expected
+    max_seq = int(source.parameters["max_seq_len"].string_value)
+    elements = [f"{t.name}:{source.max_batch_size * max_seq}" for t in source.input]  # ragged: end to end
+    lengths = [f"{b.target_name[0]}:{source.max_batch_size}x1" for b in source.batch_input]
+    assert accelerators[0].parameters["trt_profile_max_shapes"] == ",".join(elements + lengths)
     # Everything but the device settings is the source's config.
     for name in ("transformer", "textcnn"):
         gpu, cpu = read_config(overlay / name), read_config(REPOSITORY / name)

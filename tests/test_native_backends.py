@@ -98,3 +98,29 @@ def test_bad_ids_through_the_ensemble_fail_alone_under_load(server, reference):
             else:
                 assert error is None, repr(error.message())
                 np.testing.assert_allclose(result.as_numpy("PROBS"), expected, atol=1e-5, rtol=0)
+
+
+def test_comments_of_different_lengths_batch_together_and_each_gets_its_answer_alone(server, reference):
+    """Ragged batching: no two comments here have the same token count, and a long one is several windows, so a
+    member execution that holds more than one request mixed lengths; each answer is the one the comment gets alone."""
+    by_length = {len(reference.tokenizer.encode(text).ids): text for text in TEXTS}
+    texts = list(by_length.values())[:16] + [" ".join(TEXTS[:30])]  # the last one: a comment of several windows
+    assert len(texts) == 17
+    requests = []
+    for text in texts:
+        tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=object))
+        requests.append([tensor])
+    with client(server, "grpc") as grpc:
+        before = statistics(grpc, "transformer")
+        answers = send_concurrently(grpc, "feedback_text", requests)
+        inferences, executions = (after - start for after, start in zip(statistics(grpc, "transformer"), before))
+    expected = [reference.classify([text]) for text in texts]
+    for (result, error), alone in zip(answers, expected, strict=True):
+        assert error is None, error
+        np.testing.assert_allclose(result.as_numpy("PROBS"), alone["PROBS"], atol=1e-5, rtol=0)
+        assert result.as_numpy("WINDOWS").tolist() == alone["WINDOWS"].tolist()
+    assert expected[-1]["WINDOWS"][0, 0] > 1
+    assert inferences == sum(int(e["WINDOWS"][0, 0]) for e in expected)  # rows: a window each
+    print(f"{inferences} rows in {executions} transformer executions")
+    assert executions < len(texts), "every request ran alone: requests of different lengths did not batch"
