@@ -114,7 +114,8 @@ def test_comments_of_different_lengths_batch_together_and_each_gets_its_answer_a
     with client(server, "grpc") as grpc:
         before = statistics(grpc, "transformer")
         answers = send_concurrently(grpc, "feedback_text", requests)
-        inferences, executions = (after - start for after, start in zip(statistics(grpc, "transformer"), before))
+        after = statistics(grpc, "transformer")
+    inferences, executions = after[0] - before[0], after[1] - before[1]
     expected = [reference.classify([text]) for text in texts]
     for (result, error), alone in zip(answers, expected, strict=True):
         assert error is None, error
