@@ -38,7 +38,16 @@ def parity_samples(ids: np.ndarray, mask: np.ndarray) -> list[tuple[np.ndarray, 
     bad_ids, bad_mask = ids[:4].copy(), mask[:4].copy()
     bad_ids[0, 0], bad_ids[1, 1], bad_mask[2, 0] = -1, 10**9, 2
     nothing_real = np.full_like(ids[:2], -1)  # not one token left to compute once the graph masks them out
+    # Short rows beside rows of eight comments each: every length group of export/packing.py in one batch.
+    real = [ids[i, : int(mask[i].sum())] for i in range(8)]
+    rows = real[:6] + [np.tile(row, 8) for row in real[:2]]
+    width = max(len(row) for row in rows)
+    mixed = tuple(
+        np.stack([np.pad(values, (0, width - len(values))) for values in columns])
+        for columns in (rows, [np.ones_like(row) for row in rows])
+    )
     return [
+        mixed,
         (bad_ids, bad_mask),
         (nothing_real, mask[:2]),
         (ids[:8], mask[:8]),

@@ -18,7 +18,7 @@ from python_backend.text import Windows, encode_windows, split
 pytestmark = pytest.mark.unit
 
 rng = np.random.default_rng(0)
-LENGTHS = [3, 17, 9, 1, 30]
+LENGTHS = [3, 17, 9, 1, 30, 50, 120]  # every length group of export/packing.py
 
 
 def rows_of(lengths: list[int], vocab: int = 50) -> list[np.ndarray]:
@@ -70,7 +70,7 @@ def test_ragged_rows_get_the_answer_each_gets_alone(member):
     torch.manual_seed(0)
     table = torch.randn(50, 16)
     model = TransformerClassifier(table, 6, SMALL_TRANSFORMER) if member == "transformer" else TextCNN(table, 6)
-    graph = RaggedInputs(model, vocab_size=50, max_seq_len=64)
+    graph = RaggedInputs(model, vocab_size=50, max_seq_len=128)
     rows = rows_of(LENGTHS)
     with torch.inference_mode():
         together, errors = graph(*(torch.from_numpy(a) for a in ragged(rows, [np.ones_like(r) for r in rows])))
