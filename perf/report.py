@@ -163,8 +163,8 @@ def write(out: Path, mode: str, gpu: bool = False, settings: str = "") -> Path:
         lines += targets(profile, raw["results"], limit, mix, pick(accuracy, profile=profile))
         lines += [
             "",
-            "The members compute real tokens only (export/packing.py); attention still pairs each token with the "
-            "longest row's slots in its batch, which this share does not count.",
+            "The members compute real tokens only (export/packing.py); attention pairs each token with the slots "
+            "of the longest row in its length group (up to 32, up to 96, longer), which this share does not count.",
             "",
             "### The length mix",
             "",
