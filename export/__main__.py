@@ -26,6 +26,7 @@ from export.members import (
     MAX_POSITIONS,
     PROFILES,
     SMALL_TRANSFORMER,
+    TEXTCNN_INSTANCES,
     RaggedInputs,
     TextCNN,
     TransformerClassifier,
@@ -119,7 +120,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
                 tuple(data.class_names),
                 vocab,
                 MAX_POSITIONS,
-                profile.instances,
+                profile.instances if name == "transformer" else TEXTCNN_INSTANCES,
                 profile.threads,
             )
             (stage / name / "config.pbtxt").write_text(member_config(spec))

@@ -34,9 +34,8 @@ SMALL_TRANSFORMER = TransformerShape(layers=2, hidden=64, heads=4, ffn=128)
 @dataclass(frozen=True)
 class Profile:
     pretrained_encoder: bool  # transformer: all-MiniLM-L6-v2 with a head (True) or SMALL_TRANSFORMER (False)
-    # How the members are served: `instances` model instances of `threads` intra-op threads each. For the MiniLM
-    # members on 2 cores, 2 x 1 thread gave more throughput at saturation and less CPU per request than 1 x 2
-    # (perf/latest/tuning/minilm-*).
+    # How the transformer is served: `instances` model instances of `threads` intra-op threads each. For MiniLM on 2
+    # cores, 2 x 1 thread served 186 comments/s where 1 x 2 threads served 98 (perf/latest/tuning/).
     instances: int
     threads: int
     encoder_layers: int | None = None  # the pretrained encoder's first n layers (None: all six)
@@ -50,6 +49,10 @@ PROFILES = {
     "fast": Profile(pretrained_encoder=False, instances=1, threads=1),
 }
 DEFAULT_PROFILE = "accurate"
+# TextCNN costs a tenth of MiniLM per comment: beside it, a second instance only split its batches (1.5 rows per
+# execution) and cost 1.7 ms more server CPU per comment; one instance served 229 comments/s against 186
+# (perf/latest/tuning/).
+TEXTCNN_INSTANCES = 1
 
 
 def frozen(table: torch.Tensor) -> nn.Embedding:
