@@ -122,6 +122,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
                 MAX_POSITIONS,
                 profile.instances if name == "transformer" else TEXTCNN_INSTANCES,
                 profile.threads,
+                profile.queue_delay_us,
             )
             (stage / name / "config.pbtxt").write_text(member_config(spec))
 

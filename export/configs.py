@@ -15,7 +15,7 @@ MAX_ROWS = 256
 PREFERRED_BATCH_SIZES = (8, 16, 32)
 # What the members warm up on at load: the shapes of real traffic, a batch of short comments and one of windows.
 WARMUP_SHAPES = ((16, 24), (4, 256))
-MAX_QUEUE_DELAY_US = 0  # lowest c=1 latency, c=16 throughput unchanged (README "What to tune")
+MAX_QUEUE_DELAY_US = 0  # lowest c=1 latency; a profile may give its members a delay (export.members.Profile)
 # A bounded queue (max_queue_size, a timeout, REJECT) refuses the excess at once under overload, but tritonserver 2.51
 # then turns off the batcher's prefetching, and its wait for a free instance can miss its wake-up and sleep 500 ms
 # (core dynamic_batch_scheduler.cc, WaitForPayloadSlotAvailable): measured here, `feedback` at 8 concurrent clients
@@ -42,6 +42,7 @@ class MemberSpec:
     max_seq_len: int
     instances: int = 1
     threads: int = 1
+    queue_delay_us: int = MAX_QUEUE_DELAY_US
 
 
 def tensor_line(name: str, data_type: str, dims: str, extra: str = "") -> str:
@@ -52,10 +53,10 @@ def _parameter(key: str, value) -> str:
     return f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
 
 
-def dynamic_batching(preferred: tuple[int, ...] = (), bounded: bool = False) -> str:
+def dynamic_batching(preferred: tuple[int, ...] = (), bounded: bool = False, delay_us: int = MAX_QUEUE_DELAY_US) -> str:
     preferred_line = f"  preferred_batch_size: [ {', '.join(map(str, preferred))} ]\n" if preferred else ""
     return f"""dynamic_batching {{
-{preferred_line}  max_queue_delay_microseconds: {MAX_QUEUE_DELAY_US}
+{preferred_line}  max_queue_delay_microseconds: {delay_us}
 {QUEUE_POLICY if bounded else ""}}}"""
 
 
@@ -101,7 +102,7 @@ output [
 {tensor_line(errors, "TYPE_INT32", "1")}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
-{dynamic_batching(PREFERRED_BATCH_SIZES)}
+{dynamic_batching(PREFERRED_BATCH_SIZES, delay_us=spec.queue_delay_us)}
 # The limits that the graph enforces (export.members.RaggedInputs); read by deploy/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
 # What each PROBS column means: a deploy refuses a member whose label set is not the fuse step's.

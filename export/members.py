@@ -40,13 +40,17 @@ class Profile:
     threads: int
     encoder_layers: int | None = None  # the pretrained encoder's first n layers (None: all six)
     int8: bool = False  # the transformer member's weights in int8 (export/quantize.py)
+    # How long the members' batcher may wait for more rows. The fast members cost little per row and much per call
+    # (their packing's small ops), so batches are worth a wait: 2 ms served as many comments as the mosec pipeline
+    # (0.97-1.03x) where no wait served 0.88x (perf/latest/tuning/). The accurate one is busy computing: no wait.
+    queue_delay_us: int = 0
 
 
 # accurate (the default): the pretrained encoder, int8; 0.90 on the hand-written comments against 0.70 for fast,
 # at about 5x fast's CPU per comment. The options measured on the way are in docs/export.md.
 PROFILES = {
     "accurate": Profile(pretrained_encoder=True, int8=True, instances=2, threads=1),
-    "fast": Profile(pretrained_encoder=False, instances=1, threads=1),
+    "fast": Profile(pretrained_encoder=False, instances=1, threads=1, queue_delay_us=2000),
 }
 DEFAULT_PROFILE = "accurate"
 # TextCNN costs a tenth of MiniLM per comment: beside it, a second instance only split its batches (1.5 rows per
