@@ -35,7 +35,7 @@ SMALL_TRANSFORMER = TransformerShape(layers=2, hidden=64, heads=4, ffn=128)
 class Profile:
     pretrained_encoder: bool  # transformer: all-MiniLM-L6-v2 with a head (True) or SMALL_TRANSFORMER (False)
     # How the transformer is served: `instances` model instances of `threads` intra-op threads each. For MiniLM on 2
-    # cores, 2 x 1 thread served 186 comments/s where 1 x 2 threads served 98 (perf/latest/tuning/).
+    # cores, 2 x 1 thread served 186 comments/s where 1 x 2 threads served 95 (perf/latest/tuning/).
     instances: int
     threads: int
     encoder_layers: int | None = None  # the pretrained encoder's first n layers (None: all six)
@@ -54,8 +54,8 @@ PROFILES = {
 }
 DEFAULT_PROFILE = "accurate"
 # TextCNN costs a tenth of MiniLM per comment: beside it, a second instance only split its batches (1.5 rows per
-# execution) and cost 1.7 ms more server CPU per comment; one instance served 229 comments/s against 186
-# (perf/latest/tuning/).
+# execution). One instance served 229 comments/s (211-234) at 8.6 ms of server CPU each, against 186 (177-219) at
+# 10.5 ms with two (perf/latest/tuning/, medians of 3; not interleaved with each other).
 TEXTCNN_INSTANCES = 1
 
 

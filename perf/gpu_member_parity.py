@@ -1,10 +1,11 @@
 """`python perf/gpu_member_parity.py [REPOSITORY]`: the TorchScript members on CUDA against CPU, good and bad rows.
 
 deploy/gpu_overlay.py moves the libtorch members to KIND_GPU, where the pytorch backend runs the same model.pt on the
-GPU, input guard (export.members.CheckedInputs) included. On a machine with a GPU and a CUDA torch this checks that
-INPUT_ERRORS and the predicted class agree exactly, and PROBS within 1e-3, for random in-vocabulary rows and for rows a
-client got wrong. (1e-3, not the 1e-5 of same-device checks: the trained textcnn's logits are large, and CPU and CUDA
-sum in different orders; on an H200 the gap was 2e-4 with TF32, cuDNN and the JIT fusers each turned off.)
+GPU, input guard (export.members.RaggedInputs) included, its inputs laid out as Triton's ragged batching does. On a
+machine with a GPU and a CUDA torch this checks that INPUT_ERRORS and the predicted class agree exactly, and PROBS
+within 1e-3, for random in-vocabulary rows and for rows a client got wrong. (1e-3, not the 1e-5 of same-device
+checks: the trained textcnn's logits are large, and CPU and CUDA sum in different orders; on an H200 the gap was
+2e-4 with TF32, cuDNN and the JIT fusers each turned off.)
 Exits non-zero on any difference beyond that. Needs only torch and numpy.
 """
 
@@ -33,6 +34,12 @@ def rows(vocab_size: int, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarr
     ]
 
 
+def ragged(ids: np.ndarray, mask: np.ndarray, device: str) -> list[torch.Tensor]:
+    """A [rows, width] request as the member graph takes it: elements end to end, and each row's length in each."""
+    lengths = [torch.full((len(a), 1), a.shape[1], dtype=torch.int32) for a in (ids, mask)]
+    return [t.to(device) for t in (torch.from_numpy(ids.reshape(-1)), torch.from_numpy(mask.reshape(-1)), *lengths)]
+
+
 def main() -> int:
     repository = Path(sys.argv[1] if len(sys.argv) > 1 else "model_repository")
     assert torch.cuda.is_available(), "no CUDA device"
@@ -47,8 +54,8 @@ def main() -> int:
         on_gpu = torch.jit.load(str(version / "model.pt"), map_location="cuda:0").eval()
         for what, ids, mask in rows(vocab_size):
             with torch.inference_mode():
-                cpu = on_cpu(torch.from_numpy(ids), torch.from_numpy(mask))
-                gpu = [output.cpu() for output in on_gpu(torch.from_numpy(ids).cuda(), torch.from_numpy(mask).cuda())]
+                cpu = on_cpu(*ragged(ids, mask, "cpu"))
+                gpu = [output.cpu() for output in on_gpu(*ragged(ids, mask, "cuda:0"))]
             diff = float((cpu[0] - gpu[0]).abs().max())
             same = torch.equal(cpu[1], gpu[1]) and torch.equal(cpu[0].argmax(1), gpu[0].argmax(1))
             ok = diff <= TOLERANCE and same
