@@ -57,6 +57,12 @@ def decoded(value: str, encoding: str, errors: str) -> str:
     return raw.decode(encoding, {"strict": "strict", "replace": "replace", "skip": "ignore"}[errors])
 
 
+def json_type(value) -> str:
+    return (
+        "null" if value is None else {bool: "a boolean", dict: "an object", list: "a list"}.get(type(value), "a number")
+    )
+
+
 def fields(path: Path, column: str) -> Iterator[tuple[str | None, str]]:
     """(raw value or None, why it is missing) per data row, in order."""
     with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as file:
@@ -75,7 +81,11 @@ def fields(path: Path, column: str) -> Iterator[tuple[str | None, str]]:
                     yield None, f"not a JSON object ({error.msg})"
                     continue
                 if isinstance(record, dict) and column in record:
-                    yield str(record[column]), ""
+                    value = record[column]
+                    # null, a number, a list or an object is not a comment; its repr would be scored as one
+                    yield (
+                        (value, "") if isinstance(value, str) else (None, f"{column!r} is {json_type(value)}, not text")
+                    )
                 elif number == 0:  # the first record decides whether --column is wrong for the whole file
                     keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
                     raise InputFileError(f"{path}: no column {column!r} (has: {keys})")
@@ -107,6 +117,14 @@ def read_rows(
                 number,
                 decoded(value, encoding, "replace"),
                 f"not valid {encoding} ({error.reason} at byte {error.start})",
+            )
+            continue
+        except UnicodeEncodeError as error:  # JSON "\ud800": half a surrogate pair, which no encoding writes
+            shown = value.encode("utf-8", "replace").decode("utf-8")
+            yield Row(
+                number,
+                shown,
+                f"not valid text (a lone surrogate U+{ord(value[error.start]):04X} at character {error.start})",
             )
             continue
         if not text.strip():

@@ -256,3 +256,21 @@ def test_bench_targets_judge_each_repetitions_ratio():
         "transformer 0%, textcnn 10% (padded to 64 before: 60%) | ≤ 25% | met"
         in table["padding in the token positions the members compute"]
     )
+
+
+def test_bulk_json_values_that_are_not_text_are_error_records_in_place(tmp_path):
+    """null, a number, an object, a list, a boolean or a lone surrogate is an error record of its own row, not a
+    comment reading "None" (or a crash that ends the run); the good rows around them are read as they are."""
+    from client.bulk import read_rows
+
+    values = ['"first"', "null", "3", '{"a": 1}', "[1]", "true", '"\\ud800 half a pair"', '"last"']
+    path = tmp_path / "comments.jsonl"
+    path.write_text("".join(f'{{"text": {value}}}\n' for value in values))
+    rows = list(read_rows(path, "text"))
+    assert [row.number for row in rows] == list(range(len(values)))
+    assert [(row.text, row.error) for row in (rows[0], rows[-1])] == [("first", ""), ("last", "")]
+    errors = [row.error for row in rows[1:-1]]
+    assert errors[:5] == [
+        f"'text' is {kind}, not text" for kind in ("null", "a number", "an object", "a list", "a boolean")
+    ]
+    assert errors[5].startswith("not valid text (a lone surrogate U+D800")
