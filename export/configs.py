@@ -64,7 +64,7 @@ def member_config(spec: MemberSpec) -> str:
     ids, mask, ids_lengths, mask_lengths = spec.inputs
     probs, errors = spec.outputs
     # Each backend reads its own thread-count keys. Library defaults (a thread per core in each pool) cost 50-95% more
-    # CPU per request on 2 cores (../shared/notes/native-backends.md), so the pools are set. Not libtorch's inter-op
+    # CPU per request on 2 cores (docs/architecture.md), so the pools are set. Not libtorch's inter-op
     # pool: it can be sized once per process, and the r24.10 pytorch backend sizes it at every load, so reloading a
     # model with INTER_OP_THREAD_COUNT aborts tritonserver (pytorch_backend#158). TorchScript without fork() never
     # starts that pool anyway.

@@ -1,6 +1,6 @@
 """How the accurate profile's encoder member was chosen: each option measured the same way, in one run.
 
-    python -m perf.encoder_options [--out DIR]   # about 5 minutes on 2 cores; writes DIR/encoder_options.md
+    python -m perf.encoder_options [--out DIR]   # about 5 minutes on 2 cores; writes DIR/summary.md
 
 Options: all-MiniLM-L6-v2 with all six layers or the first three, float or int8 (static, export/quantize.py; and
 onnxruntime's dynamic quantization, which answers a comment differently depending on its batch), and the padded
@@ -25,7 +25,7 @@ from export.artifacts import export_onnx
 from export.members import MAX_POSITIONS, RaggedInputs
 from export.quantize import quantize_int8
 from perf import workload
-from perf.runs import machine, write_summary
+from perf.runs import machine, start_scenario, write_summary
 from python_backend.inprocess import run_file
 from python_backend.text import encode
 from release.parity import parity_samples
@@ -92,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m perf.encoder_options", description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("perf/results/encoder_options"))
     args = parser.parse_args()
+    start_scenario(args.out, args)
     data = datasets.synthetic()
     tokenizer = minilm.tokenizer()
     train_ids, train_mask = encode(tokenizer, np.array(data.train.texts, dtype=object))
@@ -133,7 +134,7 @@ def main() -> None:
             for option, path in files.items():
                 run = run_file("onnxruntime_onnx", path, output_names=("PROBS",), threads=1)
                 held = np.concatenate(
-                    [run(test_ids[i : i + 256], test_mask[i : i + 256])[0] for i in range(0, 1200, 256)]
+                    [run(test_ids[i : i + 256], test_mask[i : i + 256])[0] for i in range(0, len(test_ids), 256)]
                 )
                 hand = run(hand_ids, hand_mask)[0]
                 rows = [hand_ids[i : i + 1, : int(hand_mask[i].sum())] for i in range(BATCH)]

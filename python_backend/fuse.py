@@ -78,7 +78,7 @@ def weighted_mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def stacking(stacked: np.ndarray, coef: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """Learned combiner: softmax(log member probs, flattened) @ coef + bias), fitted by export/stacking.py."""
+    """Learned combiner: softmax(log member probs, flattened) @ coef + bias), fitted by export/train.py fit_stacking."""
     features = np.log(np.clip(stacked, 1e-7, 1.0)).reshape(stacked.shape[0], -1)
     logits = features @ coef + bias
     logits -= logits.max(axis=1, keepdims=True)
