@@ -41,8 +41,9 @@ class Profile:
     encoder_layers: int | None = None  # the pretrained encoder's first n layers (None: all six)
     int8: bool = False  # the transformer member's weights in int8 (export/quantize.py)
     # How long the members' batcher may wait for more rows. The fast members cost little per row and much per call
-    # (their packing's small ops), so batches are worth a wait: 2 ms served as many comments as the mosec pipeline
-    # (0.97-1.03x) where no wait served 0.88x (perf/latest/tuning/). The accurate one is busy computing: no wait.
+    # (their packing's small ops), so they wait 2 ms for more: against the mosec pipeline, 0.93-1.17x in a tuning
+    # run where no wait had given 0.84-1.14x, and 0.70-0.99x in the full bench (perf/latest/): no gain beyond the
+    # noise, kept as the setting measured last. The accurate one is busy computing: no wait.
     queue_delay_us: int = 0
 
 

@@ -121,10 +121,9 @@ def main() -> None:
             export_onnx(
                 RaggedInputs(classifier, tokenizer.get_vocab_size(), MAX_POSITIONS), files[f"{name}, float"], samples
             )
-            files[f"{name}, int8 static (shipped: 6 layers)"] = folder / f"l{layers}-int8.onnx"
-            quantize_int8(
-                files[f"{name}, float"], files[f"{name}, int8 static (shipped: 6 layers)"], train_ids, train_mask
-            )
+            static = f"{name}, int8 static" + (" (shipped)" if layers == 6 else "")
+            files[static] = folder / f"l{layers}-int8.onnx"
+            quantize_int8(files[f"{name}, float"], files[static], train_ids, train_mask)
             files[f"{name}, int8 dynamic"] = folder / f"l{layers}-dynamic.onnx"
             quantize_dynamic(
                 str(files[f"{name}, float"]), str(files[f"{name}, int8 dynamic"]), weight_type=QuantType.QInt8
