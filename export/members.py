@@ -47,8 +47,8 @@ class Profile:
     queue_delay_us: int = 0
 
 
-# accurate (the default): the pretrained encoder, int8; 0.90 on the hand-written comments against 0.70 for fast,
-# at about 5x fast's CPU per comment. The options measured on the way are in docs/export.md.
+# accurate (the default): the pretrained encoder, int8; 0.89 on the 180 hand-written comments against 0.67 for fast,
+# at about 4x fast's server CPU per comment (perf/latest/). The options measured on the way are in docs/export.md.
 PROFILES = {
     "accurate": Profile(pretrained_encoder=True, int8=True, instances=2, threads=1),
     "fast": Profile(pretrained_encoder=False, instances=1, threads=1, queue_delay_us=2000),
