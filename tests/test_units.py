@@ -274,3 +274,20 @@ def test_bulk_json_values_that_are_not_text_are_error_records_in_place(tmp_path)
         f"'text' is {kind}, not text" for kind in ("null", "a number", "an object", "a list", "a boolean")
     ]
     assert errors[5].startswith("not valid text (a lone surrogate U+D800")
+
+
+def test_pretrained_files_that_differ_from_the_pinned_hashes_stop_export(tmp_path):
+    """export/minilm.py reads only files with the pinned sha256: one changed byte in tokenizer.json, or a missing
+    weight file, stops it with one line that names the file."""
+    from export import minilm
+
+    real = minilm.files()  # the real unpacked checkpoint passes
+    for name in minilm.PINNED:
+        (tmp_path / name).symlink_to(real / name)
+    (tmp_path / "tokenizer.json").unlink()
+    (tmp_path / "tokenizer.json").write_bytes((real / "tokenizer.json").read_bytes().replace(b"[CLS]", b"[CLX]", 1))
+    with pytest.raises(SystemExit, match=r"tokenizer\.json: sha256 \w+\.\.\. is not the pinned"):
+        minilm.verified(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(SystemExit, match=r"model\.safetensors: sha256 missing"):
+        minilm.verified(tmp_path)  # a failure is not cached: the check runs again
