@@ -5,10 +5,13 @@ with n counting input rows from 0, or, for a row that cannot be scored, {"row": 
 "error": ...}. A bad row never stops the run or loses its neighbours: rows are checked here before they are sent
 (decodable, not empty, not over the server's size limit), so a batch holds only rows the server accepts. Batches are
 written in input order as they complete and flushed, so an interrupted run leaves a prefix of the result; `resume`
-continues after it. Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
+continues after it, and only for the run that wrote it: `<output>.run.json` records what was scored (the input's path
+and first bytes, the column and reading options, the model and its labels), and a resume of anything else is refused.
+Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
 """
 
 import csv
+import hashlib
 import itertools
 import json
 from collections.abc import Iterator
@@ -16,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.feedback import FeedbackClient
+from client.predictions import TEXT_MODEL
 
 ERRORS = ("strict", "replace", "skip")  # a row that does not decode: an error record, U+FFFD, or its bad bytes dropped
 SHOWN_CHARACTERS = 200  # of a failed row's text in its error record
+FINGERPRINT_BYTES = 1 << 20  # of the input, hashed: the rows an interrupted run scored are in it (or it is small)
 csv.field_size_limit(1 << 30)  # the default 128 KiB would end the run at the first long comment
 
 
@@ -169,6 +174,39 @@ def record(row: Row, prediction) -> dict:
     )
 
 
+def run_record(path: Path) -> Path:
+    return path.with_name(path.name + ".run.json")
+
+
+def what_is_scored(client: FeedbackClient, source: Path, column: str, encoding: str, errors: str, truncate: bool):
+    """What decides an output's rows: resuming is only sound when all of it is the same."""
+    with source.open("rb") as file:
+        head = hashlib.sha256(file.read(FINGERPRINT_BYTES)).hexdigest()
+    return {
+        "input": str(source.resolve()),
+        "input_first_mib_sha256": head,
+        "column": column,
+        "encoding": encoding,
+        "errors": errors,
+        "truncate": truncate,
+        "model": TEXT_MODEL,
+        "labels": client.schema.class_names,
+    }
+
+
+def check_resume(record: Path, scored: dict) -> None:
+    """Refuses, in one line, to append to an output that another input, column or model began."""
+    if not record.exists():
+        raise InputFileError(f"--resume: {record} is missing, so nothing says what the output was scored from")
+    before = json.loads(record.read_text(encoding="utf-8"))
+    differ = [key for key in scored if before.get(key) != scored[key]]
+    if differ:
+        raise InputFileError(
+            f"--resume: the output was scored with other {', '.join(differ)} ({record}); "
+            "score into a new --output, or run the same command as before"
+        )
+
+
 def score_file(
     client: FeedbackClient,
     source: Path,
@@ -186,12 +224,16 @@ def score_file(
     next(read_rows(source, column), None)  # a missing file, unknown format or column fails here, before target
     rows = read_rows(source, column, encoding, errors, client.max_text_bytes, truncate)
     summary = Summary()  # of the whole output file: with resume, the rows kept from before count too
+    scored, scored_with = what_is_scored(client, source, column, encoding, errors, truncate), run_record(target)
     if resume and target.exists():
+        check_resume(scored_with, scored)
         drop_partial_line(target)
         for line in target.read_text(encoding="utf-8").splitlines():
             kept = json.loads(line)
             summary.count("error" in kept, kept.get("truncated", False))
     done = summary.read
+    if not done:
+        scored_with.write_text(json.dumps(scored, indent=2) + "\n", encoding="utf-8")
     with (
         target.open("a" if done else "w", encoding="utf-8") as out,
         tqdm(total=count_rows(source), initial=done, unit="row", disable=None) as progress,

@@ -17,6 +17,7 @@ import tritonclient.utils.shared_memory as system_shm
 
 from client import AsyncFeedbackClient, Backoff, FeedbackClient
 from client.errors import (
+    USAGE_EXIT_CODE,
     AdminKeyRequired,
     InvalidInput,
     ModelUnavailable,
@@ -207,6 +208,34 @@ def feedback_cli(*args: str, admin_key: str | None = None, timeout: float = 120)
     return subprocess.run(
         [sys.executable, "-m", "client", *args], capture_output=True, text=True, timeout=timeout, check=False, env=env
     )
+
+
+def test_resume_is_refused_for_another_input_or_column(server, tmp_path):
+    """--resume skips as many input rows as the output holds, so it must be the same input read the same way: another
+    file, the same file with other comments, or another column is refused in one line, and the output left alone."""
+    source, rows = tmp_path / "comments.csv", "text,note\nthe invoice charged me twice,a\nsupport never answered,b\n"
+    source.write_text(rows)
+    other = tmp_path / "other.csv"
+    other.write_text(rows)
+    target = tmp_path / "scored.jsonl"
+
+    def classify(path: Path, *args: str) -> subprocess.CompletedProcess:
+        return feedback_cli("classify", "--input", str(path), "--output", str(target), "--url", server.grpc_url, *args)
+
+    assert (scored := classify(source)).returncode == 0, scored.stderr
+    before = target.read_bytes()
+    refused = [classify(other, "--resume"), classify(source, "--column", "note", "--resume")]
+    source.write_text(rows.replace("twice", "three times"))  # same path and size, other comments
+    refused.append(classify(source, "--resume"))
+    for done, differs in zip(
+        refused, ("other input (", "other column (", "other input_first_mib_sha256 ("), strict=True
+    ):
+        assert done.returncode == USAGE_EXIT_CODE, done.stderr
+        assert f"--resume: the output was scored with {differs}" in done.stderr
+        assert target.read_bytes() == before
+    source.write_text(rows)
+    assert (same := classify(source, "--resume")).returncode == 0, same.stderr
+    assert target.read_bytes() == before  # nothing left to score
 
 
 def test_cli_classify_health_models_and_exit_codes(server, tmp_path):
