@@ -178,7 +178,9 @@ def run_record(path: Path) -> Path:
     return path.with_name(path.name + ".run.json")
 
 
-def what_is_scored(client: FeedbackClient, source: Path, column: str, encoding: str, errors: str, truncate: bool):
+def what_is_scored(
+    client: FeedbackClient, source: Path, column: str, encoding: str, errors: str, truncate: bool
+) -> dict:
     """What decides an output's rows: resuming is only sound when all of it is the same."""
     with source.open("rb") as file:
         head = hashlib.sha256(file.read(FINGERPRINT_BYTES)).hexdigest()
@@ -194,15 +196,15 @@ def what_is_scored(client: FeedbackClient, source: Path, column: str, encoding: 
     }
 
 
-def check_resume(record: Path, scored: dict) -> None:
+def check_resume(run: Path, scored: dict) -> None:
     """Refuses, in one line, to append to an output that another input, column or model began."""
-    if not record.exists():
-        raise InputFileError(f"--resume: {record} is missing, so nothing says what the output was scored from")
-    before = json.loads(record.read_text(encoding="utf-8"))
+    if not run.exists():
+        raise InputFileError(f"--resume: {run} is missing, so nothing says what the output was scored from")
+    before = json.loads(run.read_text(encoding="utf-8"))
     differ = [key for key in scored if before.get(key) != scored[key]]
     if differ:
         raise InputFileError(
-            f"--resume: the output was scored with other {', '.join(differ)} ({record}); "
+            f"--resume: the output was scored with other {', '.join(differ)} ({run}); "
             "score into a new --output, or run the same command as before"
         )
 
