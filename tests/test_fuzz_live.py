@@ -3,10 +3,12 @@
 FUZZ_REQUESTS sets how many, split between the protocols (default 300, a few seconds; `make fuzz`: 6,000). A request
 is valid, near-valid (the model's own input names and dtypes with a wrong shape or value: ids outside the
 vocabulary, a mask of 2 or of another length, 513 tokens, an empty batch, text that is not UTF-8, a malformed or
-second TENANT, NaN probabilities, ...) or random (any names, dtypes, shapes and bytes, some from a registered
-shared-memory region). Each one must be refused with an error that says something, or answered exactly as the same
-computation answers it in-process (python_backend/inprocess.py, the same files and code); Triton's own checks
-(names, dtypes, ranks, fixed dims, batch size) are mirrored here. Afterwards the server answers correctly, every stub
+second TENANT, NaN probabilities, ...) or random (any names, dtypes, shapes and bytes); in some requests of every
+kind, tensors are read from a registered shared-memory region, in bounds or not. Each one must be refused with an
+error that says something, or answered exactly as the same computation answers it in-process
+(python_backend/inprocess.py, the same files and code, on the region's bytes where the server read them); a crash of
+that computation fails the test. Triton's own checks (names, dtypes, ranks, fixed dims, batch size, shared-memory
+spans) are mirrored here. Afterwards the server answers correctly, every stub
 is alive (the canary probe passes) and no region stays registered; the session's server must then stop cleanly,
 which a request leaking tritonserver 2.51's in-flight count would prevent.
 """
@@ -168,7 +170,7 @@ class Models:
                 return dict(zip(self.outputs(model), (probs, errors), strict=True))
             stacked = reference.fuse.stacked(arrays)  # fuse
             return dict(zip(OUTPUTS, reference.fuse.outputs(*stacked), strict=True))
-        except (BadRequest, ValueError, RuntimeError) as error:  # RuntimeError: onnxruntime and torch refusing shapes
+        except BadRequest as error:  # a clear refusal; any other exception is the reference crashing: a failure
             raise Refuse(str(error)) from None
 
     def outputs(self, model: str) -> list[str]:
@@ -206,14 +208,41 @@ def dtypes_of(arrays: dict[str, np.ndarray]) -> dict[str, str]:
     return {name: "BYTES" if a.dtype == object else names[a.dtype] for name, a in arrays.items()}
 
 
-def send(rng, protocol, triton, model, arrays, dtypes, region: bool):
+def placements(rng, arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """(offset, byte size) in the region for some of a request's fixed-size tensors: half of them exactly the
+    tensor's size at an offset that fits, the others anything, mostly out of bounds or of the wrong size."""
+    chosen = {}
+    for name, array in arrays.items():
+        if dtypes[name] == "BYTES" or rng.random() < 0.5:
+            continue
+        exact = array.size * np.dtype(numpy_dtype(dtypes[name])).itemsize
+        if exact <= REGION_BYTES and rng.random() < 0.5:
+            chosen[name] = (int(rng.integers(0, REGION_BYTES - exact + 1)), exact)
+        else:
+            chosen[name] = (int(rng.integers(0, REGION_BYTES + 8)), int(rng.integers(0, 2 * REGION_BYTES)))
+    return chosen
+
+
+def read_region(arrays, dtypes, placed: dict[str, tuple[int, int]], region: bytes) -> dict[str, np.ndarray]:
+    """The tensors as the server reads them: each placed one from the region's bytes; Refuse where it must refuse
+    (a span past the region's end, or a byte size that is not the tensor's)."""
+    seen = dict(arrays)
+    for name, (offset, size) in placed.items():
+        dtype = np.dtype(numpy_dtype(dtypes[name]))
+        if offset + size > REGION_BYTES or size != arrays[name].size * dtype.itemsize:
+            raise Refuse("shared-memory span")
+        seen[name] = np.frombuffer(region[offset : offset + size], dtype).reshape(arrays[name].shape)
+    return seen
+
+
+def send(rng, protocol, triton, model, arrays, dtypes, placed: dict[str, tuple[int, int]]):
     module = PROTOCOLS[protocol]
     tensors = []
     for name, array in arrays.items():
         tensor = module.InferInput(name, list(array.shape), dtypes[name])
-        if region and dtypes[name] != "BYTES" and rng.random() < 0.5:
-            offset, size = int(rng.integers(-8, REGION_BYTES + 8)), int(rng.integers(0, 2 * REGION_BYTES))
-            tensor.set_shared_memory("fuzz", size, max(offset, 0))
+        if name in placed:
+            offset, size = placed[name]
+            tensor.set_shared_memory("fuzz", size, offset)
         else:
             # HTTP: binary or JSON tensors (JSON cannot carry bytes that are not UTF-8).
             binary = {"binary_data": dtypes[name] == "BYTES" or bool(rng.random() < 0.7)} if protocol == "http" else {}
@@ -222,7 +251,7 @@ def send(rng, protocol, triton, model, arrays, dtypes, region: bool):
     return triton.infer(model, tensors)
 
 
-def check_one(rng, protocol, triton, models: Models, model: str) -> str:
+def check_one(rng, protocol, triton, models: Models, model: str, region: bytes) -> str:
     """One request and its verdict: 'answered' (as in-process) or 'refused' (with a message); asserts otherwise."""
     kind = rng.choice(["valid", "near-valid", "near-valid", "random"])
     if kind == "random":
@@ -230,29 +259,29 @@ def check_one(rng, protocol, triton, models: Models, model: str) -> str:
     else:
         arrays = models.valid(rng, model) if kind == "valid" else models.near_valid(rng, model)
         dtypes = dtypes_of(arrays)
-    region = kind == "random" and rng.random() < 0.3  # data from a region: no in-process truth to compare with
-    shapes = {name: (dtypes[name], list(array.shape)) for name, array in arrays.items()}
+    placed = placements(rng, arrays, dtypes) if rng.random() < 0.3 else {}  # some tensors read from the region
+    shapes = {name: (dtypes[name], list(array.shape), placed.get(name)) for name, array in arrays.items()}
     try:
         models.triton_checks(model, arrays, dtypes)
-        expected = None if region else models.compute(model, arrays)
+        expected = models.compute(model, read_region(arrays, dtypes, placed, region))
     except Refuse:
         expected = "refuse"
     try:
-        served = send(rng, protocol, triton, model, arrays, dtypes, region)
+        served = send(rng, protocol, triton, model, arrays, dtypes, placed)
     except InferenceServerException as error:
         message = str(error)
         assert "Socket closed" not in message and "connect" not in message.lower(), (model, shapes, message)
         assert len(error.message() or "") > 10, (model, shapes, message)  # it says what is wrong
-        assert expected in ("refuse", None), f"{model} {kind} {shapes}: refused ({message}), in-process answers"
+        assert expected == "refuse", f"{model} {kind} {shapes}: refused ({message}), in-process answers"
         return "refused"
     assert expected != "refuse", f"{model} {kind} {shapes}: answered, but in-process refuses it"
-    for name, value in (expected or {}).items():
+    for name, value in expected.items():
         got = served.as_numpy(name)
         if value.dtype == object:
             assert got.tolist() == value.tolist(), (model, kind, shapes, name)
         else:
             np.testing.assert_allclose(got, value, atol=1e-5, rtol=0, err_msg=f"{model} {kind} {shapes} {name}")
-    return "answered"
+    return "answered from shm" if placed else "answered"
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
@@ -264,18 +293,23 @@ def test_every_request_is_refused_clearly_or_answered_as_in_process(server, refe
     triton = PROTOCOLS[protocol].InferenceServerClient(url)
     handle = system_shm.create_shared_memory_region("fuzz", f"/fuzz_{os.getpid()}_{protocol}", REGION_BYTES)
     try:
-        system_shm.set_shared_memory_region(handle, [np.frombuffer(rng.bytes(REGION_BYTES), np.uint8)])
+        region = rng.bytes(REGION_BYTES)
+        system_shm.set_shared_memory_region(handle, [np.frombuffer(region, np.uint8)])
         triton.register_system_shared_memory("fuzz", f"/fuzz_{os.getpid()}_{protocol}", REGION_BYTES, headers=headers)
-        outcomes = [check_one(rng, protocol, triton, models, str(rng.choice(MODELS))) for _ in range(REQUESTS // 2)]
+        outcomes = [
+            check_one(rng, protocol, triton, models, str(rng.choice(MODELS)), region) for _ in range(REQUESTS // 2)
+        ]
     finally:
         triton.unregister_system_shared_memory("fuzz", headers=headers)  # also when a check failed
         status = triton.get_system_shared_memory_status(headers=headers)
         system_shm.destroy_shared_memory_region(handle)
         triton.close()
     assert not (status.regions if protocol == "grpc" else status), status
-    print(f"\n{protocol}: {len(outcomes)} requests, {outcomes.count('answered')} answered as in-process, "
+    answered = len(outcomes) - outcomes.count("refused")
+    print(f"\n{protocol}: {len(outcomes)} requests, {answered} answered as in-process "
+          f"({outcomes.count('answered from shm')} with inputs from shared memory), "
           f"{outcomes.count('refused')} refused with a message")  # fmt: skip
-    assert outcomes.count("answered") > len(outcomes) // 10 and outcomes.count("refused") > len(outcomes) // 3
+    assert answered > len(outcomes) // 10 and outcomes.count("refused") > len(outcomes) // 3
     assert all(check.ok for check in probe.probe(f"http://{server.http_url}")), "a stub died"
     with FeedbackClient(url, protocol=protocol) as client:
         assert_same(as_arrays(client.classify(TEXTS)), reference.classify(TEXTS))
