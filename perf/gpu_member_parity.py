@@ -35,7 +35,9 @@ def rows(vocab_size: int, seed: int = 0) -> list[tuple[str, np.ndarray, np.ndarr
 
 
 def ragged(ids: np.ndarray, mask: np.ndarray, device: str) -> list[torch.Tensor]:
-    """A [rows, width] request as the member graph takes it: elements end to end, and each row's length in each."""
+    """A [rows, width] request as the member graph takes it: elements end to end, and each row's length in each.
+    The layout of python_backend.inprocess.ragged, written again for one request so that this script needs only
+    torch and numpy on the GPU machine (inprocess imports onnxruntime and the tokenizer)."""
     lengths = [torch.full((len(a), 1), a.shape[1], dtype=torch.int32) for a in (ids, mask)]
     return [t.to(device) for t in (torch.from_numpy(ids.reshape(-1)), torch.from_numpy(mask.reshape(-1)), *lengths)]
 

@@ -23,10 +23,9 @@ def measured(run: Path = LATEST) -> str:
     inprocess, accuracy = read(run / "inprocess.csv"), read(run / "accuracy.csv")
     mix = read(run / "mix.csv")[0]
     lines = [
-        f"`make bench` on {info['started'][:10]} (commit {info['commit']}), {info['machine']}, no GPU. The user's "
-        "task: "
-        f"a comment's text in, its label out, batch-1 clients at concurrency {TARGET_CONCURRENCY} over HTTP/JSON, "
-        f"on a mix of {mix['comments']:.0f} comments (median {mix['tokens_median']:.0f} tokens, "
+        f"`make bench` on {info['started'][:10]} (commit {info['commit']}), {info['machine']}, no GPU. "
+        f"The user's task: a comment's text in, its label out, batch-1 clients at concurrency {TARGET_CONCURRENCY} "
+        f"over HTTP/JSON, on a mix of {mix['comments']:.0f} comments (median {mix['tokens_median']:.0f} tokens, "
         f"{mix['long_share']:.0%} over 64, up to {mix['tokens_max']:.0f}); medians of "
         f"{info['settings']['repeats']} interleaved repetitions ([perf/latest/report.md](perf/latest/report.md), "
         "[docs/performance.md](docs/performance.md)):",
