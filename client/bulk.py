@@ -7,7 +7,11 @@ with n counting input rows from 0, or, for a row that cannot be scored, {"row": 
 written in input order as they complete and flushed, so an interrupted run leaves a prefix of the result; `resume`
 continues after it, and only for the run that wrote it: `<output>.run.json` records what was scored (the input's path
 and first bytes, the column and reading options, the model and its labels), and a resume of anything else is refused.
-Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing.
+Failed calls are retried by the client, so a server restart mid-run loses and duplicates nothing. What the server
+still refuses after that fails the batch's rows alone, each with an error record that names the cause; a batch the
+server refuses as input is sent again row by row, so only a row it refuses itself fails. A server that stays
+unreachable past the retries stops the run: the rows written so far stay, and the summary says how many were not
+attempted and that `--resume` continues.
 """
 
 import csv
@@ -18,6 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from client.errors import ClientError, InvalidInput, ServerUnavailable
 from client.feedback import FeedbackClient
 from client.predictions import TEXT_MODEL
 
@@ -45,6 +50,8 @@ class Summary:
     scored: int = 0
     failed: int = 0
     truncated: int = 0
+    stopped: str = ""  # why the run ended before the input did (the server stayed unreachable)
+    not_attempted: int = 0
 
     def count(self, failed: bool, truncated: bool) -> None:
         self.read += 1
@@ -53,7 +60,13 @@ class Summary:
         self.truncated += truncated
 
     def line(self) -> str:
-        return f"rows read {self.read}, scored {self.scored}, failed {self.failed}, truncated {self.truncated}"
+        line = f"rows read {self.read}, scored {self.scored}, failed {self.failed}, truncated {self.truncated}"
+        if self.stopped:
+            line += (
+                f"; stopped, {self.not_attempted} rows not attempted: {self.stopped}. "
+                "Run the same command with --resume to continue"
+            )
+        return line
 
 
 def decoded(value: str, encoding: str, errors: str) -> str:
@@ -166,7 +179,25 @@ def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
+def predictions_or_errors(client: FeedbackClient, texts: list[str]) -> list:
+    """Each text's prediction, or its error message: what the server still refuses after the client's retries
+    fails these rows alone. A refused input is retried row by row (one row's refusal would otherwise fail all its
+    neighbours). ServerUnavailable is raised: no later batch can do better, so the run stops."""
+    try:
+        return client.classify(texts)
+    except ServerUnavailable:
+        raise
+    except InvalidInput as error:
+        if len(texts) > 1:
+            return [answer for text in texts for answer in predictions_or_errors(client, [text])]
+        return [f"refused by the server: {error}"]
+    except ClientError as error:  # model not ready, timeout, overload: the cause, on each row of the batch
+        return [f"{type(error).__name__}: {error}"] * len(texts)
+
+
 def record(row: Row, prediction) -> dict:
+    if isinstance(prediction, str):
+        row.error = prediction
     if row.error:
         return {"row": row.number, "text": row.text[:SHOWN_CHARACTERS], "error": row.error}
     return {"row": row.number, "text": row.text, **prediction.as_dict()} | (
@@ -243,12 +274,18 @@ def score_file(
         # Only the rows that can be scored are sent; tee keeps each batch until its predictions come back.
         to_send, to_write = itertools.tee(batched(itertools.islice(rows, done, None), batch_size))
         sendable = ([row.text for row in batch if not row.error] for batch in to_send)
-        for batch, predictions in zip(to_write, client.classify_stream(sendable), strict=True):
-            answers = iter(predictions)
-            for row in batch:
-                out.write(json.dumps(record(row, None if row.error else next(answers)), ensure_ascii=False) + "\n")
-                summary.count(bool(row.error), row.truncated)
-            out.flush()
-            progress.update(len(batch))
-            progress.set_postfix(failed=summary.failed)
+        answered = client.classify_stream(sendable, lambda texts: predictions_or_errors(client, texts))
+        try:
+            for batch, predictions in zip(to_write, answered, strict=True):
+                answers = iter(predictions)
+                for row in batch:
+                    line = record(row, None if row.error else next(answers))
+                    out.write(json.dumps(line, ensure_ascii=False) + "\n")
+                    summary.count(bool(row.error), row.truncated)
+                out.flush()
+                progress.update(len(batch))
+                progress.set_postfix(failed=summary.failed)
+        except ServerUnavailable as error:
+            summary.stopped = str(error)
+            summary.not_attempted = sum(1 for _ in fields(source, column)) - summary.read
     return summary

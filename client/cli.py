@@ -111,6 +111,8 @@ def classify(client: FeedbackClient, args: argparse.Namespace) -> int:
             args.truncate,
         )
         print(f"{summary.line()} into {args.output}", file=sys.stderr)
+        if summary.stopped:
+            return ServerUnavailable.exit_code
         return ROWS_FAILED_EXIT_CODE if summary.failed else 0
     rows = []
     for text, prediction in zip(args.texts, client.classify(args.texts), strict=True):

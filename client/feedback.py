@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -253,12 +253,13 @@ class FeedbackClient:
         """Pre-tokenized rows: PROBS [b,classes], LABEL [b,1] (bytes), MEMBER_PROBS [b,members,classes]."""
         return self.infer(predictions.IDS_MODEL, predictions.id_inputs(input_ids, attention_mask))
 
-    def classify_stream(self, batches: Iterable[list[str]]) -> Iterator[list[Prediction]]:
-        """Pipelined: keeps `in_flight` batches in flight and yields each batch's predictions in input order."""
+    def classify_stream(self, batches: Iterable[list[str]], classify: Callable | None = None) -> Iterator[list]:
+        """Pipelined: keeps `in_flight` batches in flight and yields each batch's predictions in input order.
+        `classify(batch)` is what each batch runs (self.classify unless given)."""
         with ThreadPoolExecutor(self.in_flight) as pool:
             pending: deque[Future] = deque()
             for batch in batches:
-                pending.append(pool.submit(self.classify, batch))
+                pending.append(pool.submit(classify or self.classify, batch))
                 if len(pending) >= self.in_flight:
                     yield pending.popleft().result()
             while pending:

@@ -1,5 +1,5 @@
 """Bulk scoring of a messy real-world file through the CLI: one odd comment never stops a run or loses its
-neighbours; every input row comes out once, in order, scored or as an error record (issue #19)."""
+neighbours; every input row comes out once, in order, scored or as an error record, whatever the server says."""
 
 import csv
 import io
@@ -11,11 +11,16 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.http as httpclient
 
-from client.errors import ROWS_FAILED_EXIT_CODE
+from client.errors import ROWS_FAILED_EXIT_CODE, ServerUnavailable
 from export import corpus
 from server import ROOT
-from tests.test_client import feedback_cli
+from server.flags import Ports
+from server.launch import free_ports, start, wait_ready
+from server.processes import stop
+from tests.conftest import REPOSITORY, repository_copy, run_server
+from tests.test_client import feedback_cli, kill_server
 from tests.test_recovery import ready_supervised
 
 pytestmark = pytest.mark.slow  # servers of their own, or long runs: after the other tests
@@ -152,3 +157,106 @@ def same_records(lines: list[dict], expected: list[dict]) -> bool:
     flat = [[value for line in records for value in numbers(line)] for records in (lines, expected)]
     np.testing.assert_allclose(*flat, atol=1e-5, rtol=0)
     return True
+
+
+def write_csv(path, texts: list[str]):
+    with path.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([("text",), *[(text,) for text in texts]])
+    return path
+
+
+def bulk_run(source, target, url: str, *extra: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "client", "classify", "--input", str(source), "--output", str(target)]
+    return subprocess.Popen(
+        [*argv, "--url", url, "--batch-size", "16", *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def wait_for_rows(target, bulk: subprocess.Popen, rows: int) -> None:
+    deadline = time.monotonic() + 120
+    while not target.exists() or target.read_bytes().count(b"\n") < rows:
+        assert bulk.poll() is None, bulk.communicate()
+        assert time.monotonic() < deadline, f"the bulk run wrote fewer than {rows} rows in 120 s"
+        time.sleep(0.05)
+
+
+def test_a_row_the_server_refuses_fails_alone(reference, tmp_path):
+    """A model that reads one window per comment (as a --from-pretrained export does) refuses a longer comment,
+    and with it the request it came in: the rows of that batch are sent again one by one, and only it fails."""
+    repository = repository_copy(tmp_path / "repository")
+    config = repository / "tokenizer" / "config.pbtxt"
+    config.write_text(config.read_text() + 'parameters { key: "windows_per_comment" value: { string_value: "1" } }\n')
+    texts = GOOD[:40]
+    texts[21] = "the parcel came late and the box was crushed, " * 40  # about 440 tokens
+    target = tmp_path / "scored.jsonl"
+    with run_server(repository, tmp_path / "server.log") as own:
+        done, lines = run(own, write_csv(tmp_path / "comments.csv", texts), target, "--batch-size", "16")
+    assert done.returncode == ROWS_FAILED_EXIT_CODE, done.stderr
+    assert [line["row"] for line in lines] == list(range(40))
+    assert [line["row"] for line in lines if "error" in line] == [21]
+    assert lines[21]["error"].startswith("refused by the server: ") and "shorten the comment" in lines[21]["error"]
+    scored = [line for line in lines if "label" in line]
+    expected = reference.classify([line["text"] for line in scored])
+    assert [line["label"] for line in scored] == [label.decode() for label in expected["LABEL"][:, 0]]
+
+
+def test_a_member_unloaded_halfway_fails_its_rows_alone_with_the_cause(reference, tmp_path):
+    texts = GOOD[:3000]
+    source, target = write_csv(tmp_path / "comments.csv", texts), tmp_path / "scored.jsonl"
+    with run_server(REPOSITORY, tmp_path / "server.log", model_control="explicit") as own:
+        bulk = bulk_run(source, target, own.grpc_url, "--retries", "1")
+        try:
+            wait_for_rows(target, bulk, 500)
+            with httpclient.InferenceServerClient(own.http_url) as admin:
+                admin.unload_model("textcnn", headers=own.admin_headers("http"))
+            _, stderr = bulk.communicate(timeout=300)
+        finally:
+            if bulk.poll() is None:
+                bulk.kill()
+    assert bulk.returncode == ROWS_FAILED_EXIT_CODE, stderr
+    lines = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [line["row"] for line in lines] == list(range(len(texts)))
+    scored = [line for line in lines if "label" in line]
+    failed = [line for line in lines if "error" in line]
+    assert len(scored) >= 500 and len(failed) >= 1000, (len(scored), len(failed))
+    causes = {line["error"] for line in failed}
+    # Unloading a member unloads the ensembles that use it: the cause names the ensemble.
+    assert causes == {"ModelUnavailable: Request for unknown model: 'feedback_text' has no available versions"}
+    expected = reference.classify([line["text"] for line in scored[::10]])
+    assert [line["label"] for line in scored[::10]] == [label.decode() for label in expected["LABEL"][:, 0]]
+
+
+def test_a_server_gone_for_good_stops_the_run_and_resume_finishes_it(reference, tmp_path):
+    texts = GOOD[:2000]
+    source, target = write_csv(tmp_path / "comments.csv", texts), tmp_path / "scored.jsonl"
+    ports, log = Ports(*free_ports(3)), tmp_path / "server.log"
+    server = start(REPOSITORY, ports, log=log)
+    try:
+        wait_ready(server, ports)
+        bulk = bulk_run(source, target, f"127.0.0.1:{ports.grpc}", "--retries", "1")
+        try:
+            wait_for_rows(target, bulk, 300)
+            kill_server(server)
+            _, stderr = bulk.communicate(timeout=120)
+        finally:
+            if bulk.poll() is None:
+                bulk.kill()
+        written = target.read_text(encoding="utf-8").splitlines()
+        assert bulk.returncode == ServerUnavailable.exit_code, stderr
+        assert f"stopped, {len(texts) - len(written)} rows not attempted" in stderr.decode()
+        assert "with --resume to continue" in stderr.decode()
+        assert [json.loads(line)["row"] for line in written] == list(range(len(written)))
+        assert all("label" in json.loads(line) for line in written)
+
+        server = start(REPOSITORY, ports, log=log)
+        wait_ready(server, ports)
+        resumed = bulk_run(source, target, f"127.0.0.1:{ports.grpc}", "--resume")
+        _, stderr = resumed.communicate(timeout=300)
+        assert resumed.returncode == 0, stderr
+    finally:
+        if server.poll() is None:
+            stop(server)
+    lines = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [line["row"] for line in lines] == list(range(len(texts))) and all("label" in line for line in lines)
+    expected = reference.classify(texts[::50])
+    assert [line["label"] for line in lines[::50]] == [label.decode() for label in expected["LABEL"][:, 0]]
