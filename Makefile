@@ -40,7 +40,7 @@ $(INSTALLED): requirements.txt requirements-no-deps.txt
 # re-export (replacing deployed versions). Export leaves unchanged models untouched, so only canary.json, always
 # written, dates a run.
 EXPORTED := model_repository/canary.json
-$(EXPORTED): $(INSTALLED) $(wildcard export/*.py) release/staging.py release/parity.py python_backend/text.py \
+$(EXPORTED): $(INSTALLED) $(wildcard export/*.py) release/staging.py release/parity.py release/canary.py python_backend/text.py \
              python_backend/fuse.py $(if $(filter-out $(wildcard $(ARTIFACTS)),$(ARTIFACTS)),FORCE)
 	$(PY) -m export
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from export import canary, datasets, evaluate, minilm, repository
+from export import datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
 from export.members import (
@@ -35,7 +35,7 @@ from export.train import fit, fit_stacking, predict, seed_everything
 from python_backend.fuse import stacking, weighted_mean
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.text import encode
-from release import staging, switch
+from release import canary, staging, switch
 from release.live import Live
 from release.parity import parity_samples
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, accuracy
@@ -150,9 +150,7 @@ def export_default(repo: Path, profile_name: str, data: datasets.Dataset, seed: 
         (stage / "fuse" / "config.pbtxt").write_text(fuse)
         np.savez(stage / "fuse" / "1" / "stacking.npz", coef=coef, bias=bias, members=np.array(list(members)))
         staging.write_held_out(stage, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])
-        canary_labels = canary.write(
-            stage, data.held_out.texts[: canary.CANDIDATES], data.held_out.labels[: canary.CANDIDATES]
-        )
+        canary_labels = canary.write(stage)  # from the held-out file just written
         handwritten = evaluate.report(stage) if evaluate.covers(data.class_names) else []
         precompile(stage)  # or each Python model's stub writes its bytecode once live, and poll mode reloads it
         repo.mkdir(parents=True, exist_ok=True)

@@ -106,12 +106,15 @@ class Fuse(FuseStep):
 
 
 class InProcessEnsemble:
-    def __init__(self, repository: Path, threads: int = 1, gpu: bool = False):
+    """The default ensemble, or with `members` ({member: model}) a tenant's, whose own models stand in for some."""
+
+    def __init__(self, repository: Path, threads: int = 1, gpu: bool = False, members: dict[str, str] | None = None):
         self.tokenizer = served_tokenizer(repository)
         tokenizer_config = read_config(repository / "tokenizer")
         self.windows = Windows.from_parameters({k: v.string_value for k, v in tokenizer_config.parameters.items()})
         self.fuse = Fuse(repository)
-        self.members = [load_member(repository, name, threads, gpu) for name in self.fuse.member_names]
+        models = [(members or {}).get(name, name) for name in self.fuse.member_names]
+        self.members = [load_member(repository, model, threads, gpu) for model in models]
 
     def classify_ids(self, input_ids: Rows, attention_mask: Rows, windows: np.ndarray | None = None) -> dict:
         """PROBS, LABEL, MEMBER_PROBS and WINDOWS, as the `feedback` ensemble returns them (with `windows`, as

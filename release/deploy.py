@@ -15,8 +15,9 @@ Rollback moves the versions above the target out to `<repository>.retired/<model
 target is the latest version again and `version_policy: latest` serves it.
 
 --tenant ID deploys SOURCE as `<MODEL>__<ID>`, that customer's own member, checked as MODEL is; it generates the
-ensembles `<ensemble>__<ID>` that run it in MODEL's place and lists the tenant in tenants.json, which the
-`feedback_routed` model reads to route requests that carry TENANT.
+ensembles `<ensemble>__<ID>` that run it in MODEL's place, writes the tenant's canary (`canary__<ID>.json`: the
+labels its own models give held-out comments, which the readiness probe checks) and lists the tenant in
+tenants.json, which the `feedback_routed` model reads to route requests that carry TENANT.
 """
 
 import argparse
@@ -33,11 +34,12 @@ from tritonclient.utils import InferenceServerException
 from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
-from release import staging
+from release import canary, staging
 from release.live import make_live
 from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from server.backends import precompile
 from server.launch import REPOSITORY
+from server.probe import tenant_canary_file
 
 
 def retired(repo: Path) -> Path:
@@ -87,6 +89,8 @@ def deploy(
         report = validate(repo, model, stage, staged, config, live, (min_accuracy, max_drop))
         version = staging.install_version(staged, config_text, model_dir)
         ensembles = register_tenant(repo, tenant, model) if tenant else []  # [(name, config before or None)]
+        if tenant:
+            write_tenant_canary(repo, tenant, model)
     print(f"deployed {name} version {version}: {report}")
     if server:
         try:
@@ -98,6 +102,10 @@ def deploy(
                     (model_dir / "config.pbtxt").unlink()
                     model_dir.rmdir()
                 unregister_tenant(repo, ensembles)
+                if tenant in read_mapping(repo / MAPPING):  # its canary, from the models that serve it again
+                    write_tenant_canary(repo, tenant)
+                elif tenant:
+                    (repo / tenant_canary_file(tenant)).unlink(missing_ok=True)
             raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
     if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
         with staging.locked(repo), staging.staging(repo) as stage:
@@ -105,6 +113,17 @@ def deploy(
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
             staging.replace_file(stage, repo / MAPPING, json.dumps(mapping, indent=2, sort_keys=True) + "\n")
     return version
+
+
+def tenant_members(repo: Path, tenant: str, member: str | None = None) -> dict[str, str]:
+    """Each member the tenant replaces (those in tenants.json, and `member`) and the tenant's model for it."""
+    replaced = set(read_mapping(repo / MAPPING).get(tenant, [])) | ({member} if member else set())
+    return {name: tenant_model(name, tenant) for name in sorted(replaced)}
+
+
+def write_tenant_canary(repo: Path, tenant: str, member: str | None = None) -> None:
+    """The tenant's canary, from the tenant's models as they are now in the repository."""
+    canary.write(repo, tenant, tenant_members(repo, tenant, member))
 
 
 def register_tenant(repo: Path, tenant: str, member: str) -> list[tuple[str, str | None]]:
@@ -178,6 +197,8 @@ def rollback(
         if (model_dir / "config.pbtxt").read_text() != config_text:
             with staging.staging(repo) as stage:
                 staging.replace_file(stage, model_dir / "config.pbtxt", config_text)
+        if SEPARATOR in model:  # a tenant's model: its canary follows the version that serves now
+            write_tenant_canary(repo, model.split(SEPARATOR)[1])
     print(f"rolled {model} back to version {version} ({report}); retired {newer} to {retired(repo) / model}")
     if server:
         make_live(server, [(model, version)], admin_key)

@@ -6,8 +6,8 @@ died, while every request to that model fails ("Stub process 'fuse_0' is not hea
 every tenant listed in tenants.json (re-read at each probe), `feedback_routed` with that TENANT (the tenant's own
 ensemble and models): together they use every model, so the probe fails exactly when some model cannot serve.
 An answer must also be right: the canary comments' labels must be the ones export recorded for them
-(canary.json in the repository), so a model that serves wrong answers fails too. A tenant's models answer
-differently by design: their rows must only be probabilities.
+(canary.json in the repository; a tenant's, from its own models, canary__<tenant>.json, written by its deploy), so
+a model that serves wrong answers fails too.
 
     python -m server.probe [--url http://127.0.0.1:8000] [--repository DIR] [--timeout 3]  # exit 0 ready, 1 not
 
@@ -33,6 +33,11 @@ TENANTS_FILE = "tenants.json"  # python_backend/tenants.py's mapping (the probe 
 UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)(?:_\d+)+' is not healthy")  # instance <model>_<group>_<n>
 
 
+def tenant_canary_file(tenant: str) -> str:
+    """A tenant's canary, as CANARY_FILE, from the tenant's own models (export/canary.py)."""
+    return f"canary__{tenant}.json"
+
+
 @dataclass(frozen=True)
 class Check:
     model: str  # the canary's name: the model called, and the tenant if any
@@ -56,7 +61,7 @@ class Canary:
     name: str
     model: str
     inputs: list[dict]
-    labels: list[str] | None  # the right answers, or None where only well-formed probabilities are checked
+    labels: list[str]  # the right answers
 
 
 def tensor(name: str, datatype: str, rows: list) -> dict:
@@ -65,29 +70,35 @@ def tensor(name: str, datatype: str, rows: list) -> dict:
     return {"name": name, "datatype": datatype, "shape": shape, "data": data}
 
 
-def canaries(repository: Path) -> list[Canary]:
-    recorded = json.loads((repository / CANARY_FILE).read_text())
-    ids = [
+def ids_of(recorded: dict) -> list[dict]:
+    return [
         tensor("INPUT_IDS", "INT64", recorded["input_ids"]),
         tensor("ATTENTION_MASK", "INT64", recorded["attention_mask"]),
     ]
+
+
+def canaries(repository: Path) -> list[Canary]:
+    """The default ensemble's canaries, then each tenant's; raises OSError or ValueError for a missing or broken
+    canary file."""
+    recorded = json.loads((repository / CANARY_FILE).read_text())
     labels = recorded["labels"]
     found = [
         Canary("feedback_text", "feedback_text", [tensor("TEXT", "BYTES", recorded["texts"])], labels),
-        Canary("feedback", "feedback", ids, labels),
-        Canary("feedback_routed", "feedback_routed", ids, labels),
+        Canary("feedback", "feedback", ids_of(recorded), labels),
+        Canary("feedback_routed", "feedback_routed", ids_of(recorded), labels),
     ]
     try:
         tenants = sorted(json.loads((repository / TENANTS_FILE).read_text()))
     except FileNotFoundError:
         tenants = []
     for tenant in tenants:
-        routed = ids + [tensor("TENANT", "BYTES", [tenant] * len(labels))]
-        found.append(Canary(f"feedback_routed (tenant {tenant})", "feedback_routed", routed, None))
+        own = json.loads((repository / tenant_canary_file(tenant)).read_text())
+        routed = ids_of(own) + [tensor("TENANT", "BYTES", [tenant] * len(own["labels"]))]
+        found.append(Canary(f"feedback_routed (tenant {tenant})", "feedback_routed", routed, own["labels"]))
     return found
 
 
-def wrong_answer(outputs: dict[str, dict], expected: list[str] | None) -> str:
+def wrong_answer(outputs: dict[str, dict], expected: list[str]) -> str:
     """Why an answer is wrong, or "" when it is right."""
     probs, rows = outputs["PROBS"]["data"], outputs["PROBS"]["shape"][0]
     width = len(probs) // max(rows, 1)
@@ -95,7 +106,7 @@ def wrong_answer(outputs: dict[str, dict], expected: list[str] | None) -> str:
         total = sum(probs[row * width : (row + 1) * width])
         if abs(total - 1) > 1e-3:
             return f"PROBS row {row} sums to {total:.4f}, not 1"
-    if expected is not None and outputs["LABEL"]["data"] != expected:
+    if outputs["LABEL"]["data"] != expected:
         return f"LABEL {outputs['LABEL']['data']}, the canary comments' labels are {expected}"
     return ""
 
@@ -133,7 +144,7 @@ def probe(url: str, timeout: float = 3.0, repository: Path = REPOSITORY) -> list
     try:
         checks = canaries(repository)
     except (OSError, ValueError, KeyError) as error:
-        return [Check("canary.json", False, 0.0, f"no canary in {repository}: {error}")]
+        return [Check("canary", False, 0.0, f"a canary file in {repository} is missing or broken: {error}")]
     with ThreadPoolExecutor(len(checks)) as pool:
         return list(pool.map(lambda check: canary(url, check, timeout), checks))
 

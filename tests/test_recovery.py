@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from export import corpus
 from server import ROOT, probe
@@ -183,6 +184,23 @@ def test_probe_fails_a_server_that_answers_wrongly(tmp_path):
     config = repository / "fuse" / "config.pbtxt"
     names = re.search(r'key: "class_names" value: \{ string_value: "([^"]+)"', config.read_text())[1]
     config.write_text(config.read_text().replace(names, ",".join(reversed(names.split(",")))))
+    with run_server(repository, tmp_path / "server.log") as server:
+        checks = {check.model: check for check in probe.probe(f"http://{server.http_url}", repository=repository)}
+    assert {"feedback_text", "feedback", "feedback_routed"} <= set(checks)
+    for check in checks.values():
+        assert not check.ok and "the canary comments' labels are" in check.error, check
+
+
+def test_probe_fails_a_member_at_half_weight(tmp_path):
+    """A degraded member: the TextCNN's weights halved. Its most confident canary rows keep their labels; the
+    borderline row of each class (the right answer by the smallest margin export saw) must not."""
+    repository = repository_copy(tmp_path / "repository")
+    weights = repository / "textcnn" / "1" / "model.pt"
+    module = torch.jit.load(str(weights))
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.mul_(0.5)
+    module.save(str(weights))
     with run_server(repository, tmp_path / "server.log") as server:
         checks = {check.model: check for check in probe.probe(f"http://{server.http_url}", repository=repository)}
     assert {"feedback_text", "feedback", "feedback_routed"} <= set(checks)

@@ -2,7 +2,9 @@
 
 import json
 import re
+import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,25 @@ def test_a_tenant_deploy_the_server_does_not_take_leaves_nothing_behind(tmp_path
         deploy(repo, "transformer", source, server=f"127.0.0.1:{closed}", tenant="initech")
     after = sorted(path.relative_to(repo) for path in repo.rglob("*") if "__pycache__" not in path.parts)
     assert after == before, set(after) ^ set(before)
+
+
+def test_a_tenant_model_that_answers_wrongly_fails_the_probe(server, repo, tenants, tmp_path):
+    """umbrella's deploy records what its own models answer; a version that answers otherwise (copied in past the
+    gates, as a bad hand copy would be) must fail umbrella's canary, and only umbrella's."""
+    source = candidates.shifted(repo, "transformer", tmp_path / "good")
+    deploy(repo, "transformer", source, server=server.http_url, tenant="umbrella", admin_key=server.admin_key)
+    canary = json.loads((repo / "canary__umbrella.json").read_text())
+    assert len(canary["labels"]) == 12 and len(set(canary["labels"])) == 6  # two rows per class
+    url = f"http://{server.http_url}"
+    assert all(check.ok for check in probe.probe(url, repository=repo))
+    wrong = candidates.shifted(repo, "transformer", tmp_path / "wrong", shift=30.0)  # class 0, whatever the text
+    shutil.copytree(wrong / "1", repo / "transformer__umbrella" / "2")
+    deadline = time.monotonic() + 60
+    checks = probe.probe(url, repository=repo)
+    while all(check.ok for check in checks):  # until poll mode loads version 2
+        assert time.monotonic() < deadline, "the probe still passes 60 s after the wrong version was copied in"
+        time.sleep(0.5)
+        checks = probe.probe(url, repository=repo)
+    failed = {check.model: check.error for check in checks if not check.ok}
+    assert list(failed) == ["feedback_routed (tenant umbrella)"], failed
+    assert "the canary comments' labels are" in failed["feedback_routed (tenant umbrella)"]

@@ -200,8 +200,11 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
     (tmp_path / probe.CANARY_FILE).write_text(json.dumps(canary))
     assert [c.name for c in probe.canaries(tmp_path)] == ["feedback_text", "feedback", "feedback_routed"]
     (tmp_path / probe.TENANTS_FILE).write_text(json.dumps({"acme": ["transformer"]}))
+    with pytest.raises(FileNotFoundError, match="canary__acme.json"):  # a tenant without its own canary
+        probe.canaries(tmp_path)
+    (tmp_path / "canary__acme.json").write_text(json.dumps(canary | {"labels": ["y", "x"]}))
     checks = probe.canaries(tmp_path)
-    assert checks[-1].name == "feedback_routed (tenant acme)" and checks[-1].labels is None
+    assert checks[-1].name == "feedback_routed (tenant acme)" and checks[-1].labels == ["y", "x"]
     assert checks[-1].inputs[-1] == {"name": "TENANT", "datatype": "BYTES", "shape": [2, 1], "data": ["acme"] * 2}
     assert checks[1].inputs[0] == {"name": "INPUT_IDS", "datatype": "INT64", "shape": [2, 2], "data": [5, 6, 7, 8]}
 
@@ -210,8 +213,26 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
 
     assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["x", "y"]), ["x", "y"]) == ""
     assert "labels are ['x', 'y']" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), ["x", "y"])
-    assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), None)
-    assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), None) == ""  # a tenant: probabilities only
+    assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), ["x", "y"])
+
+
+def test_canary_rows_are_each_class_at_its_most_confident_and_its_narrowest_safe_margin():
+    from release.canary import MIN_MARGIN, chosen_rows
+
+    probs = np.array(
+        [
+            [0.90, 0.10, 0.00],  # class 0, the most confident
+            [0.55, 0.45, 0.00],  # class 0 by 0.10: the borderline row
+            [0.505, 0.495, 0.00],  # class 0 by 0.01: under MIN_MARGIN, too close to trust
+            [0.30, 0.70, 0.00],  # class 1, labelled 1: both its most confident and its narrowest
+            [0.80, 0.20, 0.00],  # labelled 1 but answered 0: never a canary
+            [0.10, 0.10, 0.80],  # labelled 2 ...
+            [0.00, 0.35, 0.65],  # ... its borderline row
+        ]
+    )
+    labels = np.array([0, 0, 0, 1, 1, 2, 2])
+    assert MIN_MARGIN > 0.01
+    assert chosen_rows(probs, labels) == [0, 3, 5, 1, 6]
 
 
 def test_bench_report_states_its_run(tmp_path):
