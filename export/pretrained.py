@@ -9,6 +9,7 @@ and it brings its own tokenizer, which decides how it is served:
 """
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from release import staging
 from release.deploy import deploy
 from release.validate import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
 
+log = logging.getLogger(__name__)
+
 VOCABULARY_FILES = ("vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 TEXT_WINDOW = 256  # the longest comment `<name>_tokenizer` takes, at most the checkpoint's longest sequence
 
@@ -48,7 +51,7 @@ class Probabilities(nn.Module):
 def column_order(names: list[str], served: list[str], checkpoint: Path) -> list[int]:
     """For each served class, the checkpoint's column that holds it; refuses a different label set."""
     if names == [f"LABEL_{i}" for i in range(len(names))] and len(names) == len(served):
-        print(f"{checkpoint.name}: unnamed labels LABEL_0..{len(names) - 1}, read as the served order {served}")
+        log.info("%s: unnamed labels LABEL_0..%d, read as the served order %s", checkpoint.name, len(names) - 1, served)
         return list(range(len(served)))
     if sorted(names) != sorted(served):
         missing, unknown = sorted(set(served) - set(names)), sorted(set(names) - set(served))
@@ -179,7 +182,9 @@ def export_pretrained(
     samples = [(ids[:8], mask[:8]), (ids[8:9], mask[8:9]), (ids[:33, : seq // 2], mask[:33, : seq // 2]), (ids, mask)]
     if not own_tokenizer:
         test_ids, test_mask, labels = held_out(repo)
-        print(f"held-out accuracy of {checkpoint.name}: {accuracy(predict(model, test_ids, test_mask), labels):.4f}")
+        log.info(
+            "held-out accuracy of %s: %.4f", checkpoint.name, accuracy(predict(model, test_ids, test_mask), labels)
+        )
 
     with staging.staging(repo) as stage:
         version_dir = stage / name / "1"
@@ -195,6 +200,6 @@ def export_pretrained(
             version = staging.install_version(version_dir, member_config(spec), repo / name)
         if own_tokenizer:
             write_text_models(stage, repo, name, tok, min(TEXT_WINDOW, max_seq_len))
-            print(f"{checkpoint.name} has its own tokenizer: serve text through '{name}_text'")
-    print(f"wrote {name} version {version} into {repo}")
+            log.info("%s has its own tokenizer: serve text through '%s_text'", checkpoint.name, name)
+    log.info("wrote %s version %d into %s", name, version, repo)
     return version

@@ -22,6 +22,7 @@ tenants.json, which the `feedback_routed` model reads to route requests that car
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import sys
@@ -40,6 +41,8 @@ from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, val
 from server.backends import precompile
 from server.launch import REPOSITORY
 from server.probe import tenant_canary_file
+
+log = logging.getLogger(__name__)
 
 
 def retired(repo: Path) -> Path:
@@ -91,7 +94,7 @@ def deploy(
         ensembles = register_tenant(repo, tenant, model) if tenant else []  # [(name, config before or None)]
         if tenant:
             write_tenant_canary(repo, tenant, model)
-    print(f"deployed {name} version {version}: {report}")
+    log.info("deployed %s version %d: %s", name, version, report)
     if server:
         try:
             make_live(server, [(name, version)] + [(ensemble, None) for ensemble, _ in ensembles], admin_key)
@@ -199,7 +202,9 @@ def rollback(
                 staging.replace_file(stage, model_dir / "config.pbtxt", config_text)
         if SEPARATOR in model:  # a tenant's model: its canary follows the version that serves now
             write_tenant_canary(repo, model.split(SEPARATOR)[1])
-    print(f"rolled {model} back to version {version} ({report}); retired {newer} to {retired(repo) / model}")
+    log.info(
+        "rolled %s back to version %d (%s); retired %s to %s", model, version, report, newer, retired(repo) / model
+    )
     if server:
         make_live(server, [(model, version)], admin_key)
     return version
@@ -225,6 +230,7 @@ def main() -> None:
     back.add_argument("model")
     back.add_argument("version", type=int, nargs="?")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         if args.command == "deploy":
             deploy(

@@ -1,7 +1,11 @@
 """Parity: an artifact must give what its reference gives, on inputs that exercise every axis and the graph's input
 repairs. Export holds a new artifact to its eager model; deploy holds a candidate, batched, to itself row by row."""
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 PARITY_TOLERANCE = 1e-4
 
@@ -25,7 +29,9 @@ def check_parity(name: str, reference, run_exported, samples: list[tuple[np.ndar
     for ids, mask in samples:
         pairs = zip(as_list(run_exported(ids, mask)), as_list(reference(ids, mask)), strict=True)
         worst = max(worst, *(float(np.abs(exported - expected).max()) for exported, expected in pairs))
-    print(f"  parity {name}: max abs diff {worst:.2e} over {len(samples)} input shapes (limit {PARITY_TOLERANCE:.0e})")
+    log.info(
+        "  parity %s: max abs diff %.2e over %d input shapes (limit %.0e)", name, worst, len(samples), PARITY_TOLERANCE
+    )
     if not worst <= PARITY_TOLERANCE:  # also catches NaN
         raise ParityError(f"{name}: exported output differs from eager by {worst:.3e} > {PARITY_TOLERANCE}")
     return worst

@@ -15,6 +15,7 @@ Each step waits for the server's word (release/live.py), so this needs the serve
 a config applies to every loaded version, so a model whose config changes cannot serve old and new side by side.
 """
 
+import logging
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -24,6 +25,8 @@ from python_backend.layout import parse_config, versions
 from release.live import Live
 from release.staging import in_repository, replace_file
 from release.validate import read_configs
+
+log = logging.getLogger(__name__)
 
 
 def blockers(stage: Path, repo: Path, models: list[str]) -> list[str]:
@@ -98,7 +101,7 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
         try:
             switch_ensembles(old)
         except (InferenceServerException, OSError, TimeoutError) as error:
-            print(f"undoing the switch: the server did not confirm the ensembles on the old versions: {error}")
+            log.warning("undoing the switch: the server did not confirm the ensembles on the old versions: %s", error)
         for model in models:
             replace_file(stage, repo / model / "config.pbtxt", configs[model])
             if (repo / model / str(new[model])).exists():  # out to the staging folder, removed with it
@@ -109,8 +112,8 @@ def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> 
             for model in [*models, *ensembles]:
                 live.load(model)
         except (InferenceServerException, OSError) as error:
-            print(f"undoing the switch: the server did not load the old files: {error}")
-        print(f"the switch was undone: {repo} is as it was")
+            log.warning("undoing the switch: the server did not load the old files: %s", error)
+        log.warning("the switch was undone: %s is as it was", repo)
         raise
     # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
     for ensemble, text in ensembles.items():

@@ -34,7 +34,7 @@ UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)(?:_\d+)+' is not heal
 
 
 def tenant_canary_file(tenant: str) -> str:
-    """A tenant's canary, as CANARY_FILE, from the tenant's own models (export/canary.py)."""
+    """A tenant's canary, as CANARY_FILE, from the tenant's own models (release/canary.py)."""
     return f"canary__{tenant}.json"
 
 

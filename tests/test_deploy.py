@@ -2,6 +2,7 @@
 steady load with no failed request, broken candidates are refused by deploy and, dropped in by hand, leave the old
 version serving. The load lasts a few seconds here; perf/model_swap.py runs the same swap under 30 s+ of load."""
 
+import logging
 import re
 import shutil
 import time
@@ -145,12 +146,13 @@ class TestPollMode:
         after = sorted(p.relative_to(repo.parent) for p in repo.parent.rglob("*"))
         assert after == before, "a refused candidate must leave no file behind, in the repository or beside it"
 
-    def test_a_python_step_is_judged_by_what_the_ensemble_serves(self, repo, tmp_path, capsys):
+    def test_a_python_step_is_judged_by_what_the_ensemble_serves(self, repo, tmp_path, caplog):
         """Another combiner for fuse: served in a throwaway copy of the repository, through feedback_text."""
         source = candidates.fuse_with(repo, tmp_path, "combiner", "stacking")
         live = latest_version(repo / "fuse").name
+        caplog.set_level(logging.INFO, logger="release.deploy")
         version = deploy(repo, "fuse", source)
-        said = capsys.readouterr().out
+        said = caplog.text
         assert version == int(live) + 1
         assert re.search(r"serves in Triton, batched = row by row within \S+, held-out accuracy 0\.9\d+ through "
                          rf"feedback_text \(live version {live}: 0\.9\d+\)", said), said  # fmt: skip

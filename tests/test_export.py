@@ -15,8 +15,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-import export.__main__ as export_cli
+import export.ensemble as default_export
 from export import corpus, datasets
+from export.ensemble import export_default
 from export.pretrained import export_pretrained
 from perf.steady_load import served_versions
 from python_backend.inprocess import InProcessEnsemble
@@ -37,11 +38,11 @@ def untrained(model, *args, **kwargs):
 
 @pytest.mark.unit
 def test_failed_parity_check_writes_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(export_cli, "fit", untrained)
+    monkeypatch.setattr(default_export, "fit", untrained)
     monkeypatch.setattr(parity, "PARITY_TOLERANCE", -1.0)  # no export can pass
     repo = tmp_path / "repo"
     with pytest.raises(ParityError):
-        export_cli.export_default(repo, "fast", datasets.synthetic(), seed=13)
+        export_default(repo, "fast", datasets.synthetic(), seed=13)
     assert list(tmp_path.iterdir()) == [], "a failed export must leave no repository files and no staging folder"
 
 
@@ -100,8 +101,8 @@ def test_export_into_a_live_repository_swaps_whole_models(tmp_path, monkeypatch)
         seen.append(model_digests(repo))
 
     monkeypatch.setattr(staging, "install_model", watched)
-    monkeypatch.setattr(export_cli, "fit", untrained)
-    export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14)
+    monkeypatch.setattr(default_export, "fit", untrained)
+    export_default(repo, "fast", datasets.synthetic(), seed=14)
     after = model_digests(repo)
     assert seen and seen[0] == before, "export changed the live repository before its first swap"
     assert [m for m in before if after[m] != before[m]] == ["fuse", "textcnn", "transformer"]
@@ -188,8 +189,8 @@ def fast_repository_copy(target: Path, monkeypatch) -> Path:
     and then export swaps models one by one, which test_only_live_models_with_the_same_config_can_switch_together
     covers)."""
     repo = repository_copy(target)
-    monkeypatch.setattr(export_cli, "fit", untrained)
-    export_cli.export_default(repo, "fast", datasets.synthetic(), seed=13)
+    monkeypatch.setattr(default_export, "fit", untrained)
+    export_default(repo, "fast", datasets.synthetic(), seed=13)
     return repo
 
 
@@ -214,7 +215,7 @@ def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path,
     changed = {model: str(next_version(repo / model)) for model in ("transformer", "textcnn", "fuse")}
     texts = TEXTS[:8]
     old = InProcessEnsemble(repo).classify(texts)["PROBS"]
-    monkeypatch.setattr(export_cli, "fit", untrained)
+    monkeypatch.setattr(default_export, "fit", untrained)
     with run_server(repo, tmp_path / "server.log", model_control=model_control) as server:
         with classifying(server.grpc_url, ["feedback_text", "feedback_text", "feedback_text__acme"], texts) as (
             answers,
@@ -222,7 +223,7 @@ def test_export_to_a_serving_repository_switches_the_ensembles_at_once(tmp_path,
         ):
             time.sleep(POLL_SECS)  # some answers from the old state
             with Live(server.http_url, server.admin_key) as live:
-                export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
+                export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
             time.sleep(2 * POLL_SECS)  # and some more from the new state
         with httpclient.InferenceServerClient(server.http_url) as client:
             served = {model: served_versions(client, model, server.admin_headers("http")) for model in changed}
@@ -257,12 +258,12 @@ def test_an_interrupted_switch_puts_everything_back(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the second wait for feedback_text: the switch to the new versions
         return wait(live, what, condition, *args)
 
-    monkeypatch.setattr(export_cli, "fit", untrained)
+    monkeypatch.setattr(default_export, "fit", untrained)
     monkeypatch.setattr(Live, "wait", interrupted)
     with run_server(repo, tmp_path / "server.log") as server:
         with classifying(server.grpc_url, ["feedback_text", "feedback_text__acme"], texts) as (answers, errors):
             with Live(server.http_url, server.admin_key) as live, pytest.raises(KeyboardInterrupt):
-                export_cli.export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
+                export_default(repo, "fast", datasets.synthetic(), seed=14, live=live)
             time.sleep(3 * POLL_SECS)  # the files put back are polled
         with httpclient.InferenceServerClient(server.http_url) as client:
             served = {model: served_versions(client, model, server.admin_headers("http")) for model in serving}
