@@ -69,61 +69,79 @@ def _unloaded(live: Live, model: str, version: int) -> bool:
 def release_together(stage: Path, repo: Path, models: list[str], live: Live) -> None:
     """Make stage/<model>/1 live as the next version of each of `models`, switching the ensembles at once (the module's
     four steps). The caller holds the repository's lock and has checked blockers()."""
-    ensembles = {
-        name: (repo / name / "config.pbtxt").read_text()
-        for name, config in sorted(read_configs(repo).items())
-        if config.platform == "ensemble" and {step.model_name for step in config.ensemble_scheduling.step} & set(models)
-    }
-    configs = {model: (repo / model / "config.pbtxt").read_text() for model in models}
-    old = {model: versions(repo / model)[-1] for model in models}
-    new = {model: number + 1 for model, number in old.items()}
-
-    def switch_ensembles(pins: dict[str, int]) -> None:
-        for ensemble, text in ensembles.items():
-            replace_file(stage, repo / ensemble / "config.pbtxt", _pinned(text, pins))
-        for ensemble in ensembles:
-            live.load(ensemble)
-            live.wait(f"{ensemble} serving versions {pins}", _serves_pins, live, ensemble, pins)
-
+    release = Release(stage, repo, models, live)
     try:
-        switch_ensembles(old)
-        for model in models:
-            replace_file(stage, repo / model / "config.pbtxt", _keeping_two(configs[model]))
-            (stage / model / "1").rename(repo / model / str(new[model]))
-        for model in models:
-            live.load(model)
-            live.wait(f"{model} version {new[model]} serving", live.ready, model, new[model])
-        switch_ensembles(new)
+        release.pin(release.old)
+        release.load()
+        release.pin(release.new)
     except BaseException:
-        # Undone in the order that keeps every answer whole: the ensembles back on the old versions (still loaded),
-        # then the files. If the server cannot confirm the first step (it may be what failed), the files go back all
-        # the same.
+        release.undo()
+        raise
+    release.unpin()
+
+
+class Release:
+    """One switch: the ensembles that run the changed models, the configs and versions before it, and its steps."""
+
+    def __init__(self, stage: Path, repo: Path, models: list[str], live: Live):
+        self.stage, self.repo, self.models, self.live = stage, repo, models, live
+        self.ensembles = {
+            name: (repo / name / "config.pbtxt").read_text()
+            for name, config in sorted(read_configs(repo).items())
+            if config.platform == "ensemble"
+            and {step.model_name for step in config.ensemble_scheduling.step} & set(models)
+        }
+        self.configs = {model: (repo / model / "config.pbtxt").read_text() for model in models}
+        self.old = {model: versions(repo / model)[-1] for model in models}
+        self.new = {model: number + 1 for model, number in self.old.items()}
+
+    def pin(self, pins: dict[str, int]) -> None:
+        """Steps 1 and 3: every ensemble runs the changed models at these versions, confirmed by the server."""
+        for ensemble, text in self.ensembles.items():
+            replace_file(self.stage, self.repo / ensemble / "config.pbtxt", _pinned(text, pins))
+        for ensemble in self.ensembles:
+            self.live.load(ensemble)
+            self.live.wait(f"{ensemble} serving versions {pins}", _serves_pins, self.live, ensemble, pins)
+
+    def load(self) -> None:
+        """Step 2: each model's new files as its next version, loaded beside the old one."""
+        for model in self.models:
+            replace_file(self.stage, self.repo / model / "config.pbtxt", _keeping_two(self.configs[model]))
+            (self.stage / model / "1").rename(self.repo / model / str(self.new[model]))
+        for model in self.models:
+            self.live.load(model)
+            self.live.wait(f"{model} version {self.new[model]} serving", self.live.ready, model, self.new[model])
+
+    def unpin(self) -> None:
+        """Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload."""
+        for ensemble, text in self.ensembles.items():
+            replace_file(self.stage, self.repo / ensemble / "config.pbtxt", text)
+        for model in self.models:
+            replace_file(self.stage, self.repo / model / "config.pbtxt", self.configs[model])
+        for model in [*self.models, *self.ensembles]:
+            self.live.load(model)
+        for model in self.models:
+            self.live.wait(f"{model} version {self.old[model]} unloaded", _unloaded, self.live, model, self.old[model])
+        unpinned = {model: -1 for model in self.models}
+        for ensemble in self.ensembles:
+            self.live.wait(f"{ensemble} serving the latest versions", _serves_pins, self.live, ensemble, unpinned)
+
+    def undo(self) -> None:
+        """Back in the order that keeps every answer whole: the ensembles on the old versions (still loaded), then
+        the files. If the server cannot confirm the first (it may be what failed), the files go back all the same."""
         try:
-            switch_ensembles(old)
+            self.pin(self.old)
         except (InferenceServerException, OSError, TimeoutError) as error:
             log.warning("undoing the switch: the server did not confirm the ensembles on the old versions: %s", error)
-        for model in models:
-            replace_file(stage, repo / model / "config.pbtxt", configs[model])
-            if (repo / model / str(new[model])).exists():  # out to the staging folder, removed with it
-                (repo / model / str(new[model])).rename(stage / model / "1")
-        for ensemble, text in ensembles.items():
-            replace_file(stage, repo / ensemble / "config.pbtxt", text)
+        for model in self.models:
+            replace_file(self.stage, self.repo / model / "config.pbtxt", self.configs[model])
+            if (self.repo / model / str(self.new[model])).exists():  # out to the staging folder, removed with it
+                (self.repo / model / str(self.new[model])).rename(self.stage / model / "1")
+        for ensemble, text in self.ensembles.items():
+            replace_file(self.stage, self.repo / ensemble / "config.pbtxt", text)
         try:
-            for model in [*models, *ensembles]:
-                live.load(model)
+            for model in [*self.models, *self.ensembles]:
+                self.live.load(model)
         except (InferenceServerException, OSError) as error:
             log.warning("undoing the switch: the server did not load the old files: %s", error)
-        log.warning("the switch was undone: %s is as it was", repo)
-        raise
-    # Step 4: the ensembles first, so that -1 already means the new versions when the old ones unload.
-    for ensemble, text in ensembles.items():
-        replace_file(stage, repo / ensemble / "config.pbtxt", text)
-    for model in models:
-        replace_file(stage, repo / model / "config.pbtxt", configs[model])
-    unpinned = {model: -1 for model in models}
-    for model in [*models, *ensembles]:
-        live.load(model)
-    for model in models:
-        live.wait(f"{model} version {old[model]} unloaded", _unloaded, live, model, old[model])
-    for ensemble in ensembles:
-        live.wait(f"{ensemble} serving the latest versions", _serves_pins, live, ensemble, unpinned)
+        log.warning("the switch was undone: %s is as it was", self.repo)
