@@ -36,7 +36,7 @@ $(INSTALLED): requirements.txt requirements-no-deps.txt
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-export when the exporter or the code it shares with the server changes, or an artifact is missing; otherwise
-# keep what is there. The release gates (release/deploy.py, validate.py) are not the exporter: changing them must not
+# keep what is there. The release gates (release/deploy.py, gates.py) are not the exporter: changing them must not
 # re-export (replacing deployed versions). Export leaves unchanged models untouched, so only canary.json, always
 # written, dates a run.
 EXPORTED := model_repository/canary.json

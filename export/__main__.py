@@ -20,8 +20,8 @@ from tritonclient.utils import InferenceServerException
 from export import datasets, repository
 from export.ensemble import export_default
 from export.members import DEFAULT_PROFILE, PROFILES
+from release.gates import MAX_DROP, MIN_ACCURACY, Rejected
 from release.live import Live
-from release.validate import MAX_DROP, MIN_ACCURACY, Rejected
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ from python_backend.fuse import stacking, weighted_mean
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.text import encode
 from release import canary, staging, switch
+from release.gates import accuracy
 from release.live import Live
 from release.parity import parity_samples
-from release.validate import accuracy
 from server.backends import precompile
 from server.probe import CANARY_FILE
 

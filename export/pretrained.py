@@ -28,7 +28,7 @@ from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import parse_config, served_tokenizer
 from release import staging
 from release.deploy import deploy
-from release.validate import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
+from release.gates import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from perf import (
     wrk,
 )
 from perf.systems import SYSTEMS, System
-from python_backend.inprocess import Fuse
+from python_backend.inprocess import RepositoryFuse
 from server import ROOT
 
 
@@ -117,7 +117,7 @@ class Bench:
             repository, self.copies / f"{profile}_no_batching", dynamic_batching=False, **options
         )
         floor_models = floors.write(self.copies / f"{profile}_floors")
-        members = Fuse(repository).member_names
+        members = RepositoryFuse(repository).member_names
         starters = {
             "triton": lambda log: servers.triton(served, log),
             "triton_no_batching": lambda log: servers.triton(no_batching, log),

@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 
 from perf import kserve
+from perf.app_checks import check_token_inputs
 from python_backend.errors import BadRequest
-from python_backend.inprocess import Fuse, InProcessEnsemble, load_member
+from python_backend.inprocess import InProcessEnsemble, RepositoryFuse, load_member
 from python_backend.layout import read_config
 from python_backend.text import decode_rows
-from python_backend.validation import check_token_inputs
 
 
 def _repository() -> Path:
@@ -97,7 +97,7 @@ def member() -> FastAPI:
 
 def combiner() -> FastAPI:
     repository = _repository()
-    fuse = Fuse(repository)
+    fuse = RepositoryFuse(repository)
     check = _check_tokens(repository)
     urls = dict(item.split("=", 1) for item in os.environ["BENCH_MEMBER_URLS"].split(","))
     members = []  # (url, input names, output names) in the fuse step's member order

@@ -15,8 +15,8 @@ from export.configs import MemberSpec, member_config
 from export.members import MAX_POSITIONS, SMALL_TRANSFORMER, RaggedInputs, TransformerClassifier
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import latest_version, read_config
+from release.gates import served_class_names
 from release.parity import parity_samples
-from release.validate import served_class_names
 
 # Adding this to one class's logit moves every probability by up to about 10%, yet leaves the argmax (and so the
 # held-out accuracy) nearly unchanged: a new version whose answers are told apart from the old one's in every row.

@@ -25,7 +25,7 @@ from perf.runs import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.layout import latest_version
 from release.deploy import deploy, rollback
-from release.validate import held_out
+from release.gates import held_out
 from server import ROOT
 from server.launch import serving
 

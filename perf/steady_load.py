@@ -11,7 +11,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from python_backend.layout import parse_config
-from release.validate import held_out, load_runner
+from release.gates import held_out, load_runner
 from server.launch import REPOSITORY
 
 TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer

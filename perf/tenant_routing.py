@@ -21,7 +21,7 @@ from perf.model_swap import percentiles
 from perf.runs import start_scenario, write_summary
 from perf.steady_load import LOAD_ROWS, SteadyLoad
 from release.deploy import deploy
-from release.validate import held_out
+from release.gates import held_out
 from server import ROOT
 from server.launch import serving
 

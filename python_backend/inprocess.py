@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from python_backend.fuse import Fuse as FuseStep
+from python_backend.fuse import Fuse
 from python_backend.layout import latest_version, read_config, served_tokenizer
 from python_backend.text import Windows, encode_windows
 
@@ -88,7 +88,7 @@ def load_member(repository: Path, name: str, threads: int = 1, gpu: bool = False
     return load_artifact(read_config(model_dir), latest_version(model_dir), threads, gpu)
 
 
-class Fuse(FuseStep):
+class RepositoryFuse(Fuse):
     """The fuse step alone, as the repository's fuse config sets it up: member outputs to ensemble outputs."""
 
     def __init__(self, repository: Path):
@@ -112,7 +112,7 @@ class InProcessEnsemble:
         self.tokenizer = served_tokenizer(repository)
         tokenizer_config = read_config(repository / "tokenizer")
         self.windows = Windows.from_parameters({k: v.string_value for k, v in tokenizer_config.parameters.items()})
-        self.fuse = Fuse(repository)
+        self.fuse = RepositoryFuse(repository)
         models = [(members or {}).get(name, name) for name in self.fuse.member_names]
         self.members = [load_member(repository, model, threads, gpu) for model in models]
 

@@ -5,7 +5,7 @@
     python -m release.deploy [--repository DIR] [--server HOST:PORT] rollback MODEL [VERSION]
 
 SOURCE is a model folder as the exporter writes one: config.pbtxt beside numbered version folders (the highest is
-taken). The candidate is copied into a staging folder beside the repository, checked there (release/validate.py), and
+taken). The candidate is copied into a staging folder beside the repository, checked there (release/gates.py), and
 moved in with rename() only when every check passed, so Triton never sees a candidate that failed.
 
 Poll mode picks a new version up by itself. With --server (Triton's HTTP endpoint) deploy returns only once the
@@ -36,8 +36,8 @@ from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
 from release import canary, staging
+from release.gates import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from release.live import make_live
-from release.validate import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from server.backends import precompile
 from server.launch import REPOSITORY
 from server.probe import tenant_canary_file

@@ -22,7 +22,7 @@ def check_parity(name: str, reference, run_exported, samples: list[tuple[np.ndar
     """Max abs difference between exported and reference outputs over every sample; raises above the tolerance.
 
     `reference` and `run_exported` map (ids, mask) numpy arrays to a numpy output or a list of them (every output is
-    compared): at export the reference is the eager model, at deploy (release/validate.py) the same artifact run one
+    compared): at export the reference is the eager model, at deploy (release/gates.py) the same artifact run one
     unpadded row at a time.
     """
     worst = 0.0

@@ -22,9 +22,9 @@ from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
 from python_backend.layout import parse_config, versions
+from release.gates import read_configs
 from release.live import Live
 from release.staging import in_repository, replace_file
-from release.validate import read_configs
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from perf.steady_load import (
 )
 from python_backend.layout import latest_version
 from release.deploy import deploy, retired, rollback
-from release.validate import MIN_ACCURACY, Rejected, held_out, served_class_names
+from release.gates import MIN_ACCURACY, Rejected, held_out, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, run_server
 
 ENSEMBLES = ("feedback", "feedback_text")

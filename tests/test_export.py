@@ -24,9 +24,9 @@ from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version, next_version
 from release import parity, staging, switch
 from release.deploy import register_tenant
+from release.gates import MIN_ACCURACY, Rejected, served_class_names
 from release.live import Live
 from release.parity import ParityError
-from release.validate import MIN_ACCURACY, Rejected, served_class_names
 from tests.conftest import POLL_SECS, REPOSITORY, repository_copy, run_server
 from tests.test_serving import TEXTS, text_tensor
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from client.feedback import FeedbackClient
-from release.validate import served_class_names
+from release.gates import served_class_names
 from server import ROOT
 from tests.conftest import run_server
 from tests.test_client import feedback_cli

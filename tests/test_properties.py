@@ -7,11 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from perf.app_checks import check_token_inputs
 from python_backend.batching import run_batched
 from python_backend.errors import BadRequest
 from python_backend.fuse import labels, stack_members, stacking, weighted_mean
 from python_backend.text import decode_rows
-from python_backend.validation import check_token_inputs
 
 pytestmark = pytest.mark.unit
 

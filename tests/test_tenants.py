@@ -18,7 +18,7 @@ from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
 from python_backend.errors import BadRequest
 from python_backend.tenants import MAPPING, TenantTable, check_tenant
 from release.deploy import deploy
-from release.validate import Rejected, held_out
+from release.gates import Rejected, held_out
 from server import probe
 from server.launch import free_ports
 from tests.conftest import REPOSITORY, run_server

@@ -7,13 +7,13 @@ import torch
 from export import corpus
 from export.configs import MemberSpec, member_config
 from export.members import DEFAULT_PROFILE, PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
+from perf.app_checks import check_token_inputs
 from python_backend.batching import run_batched
 from python_backend.errors import BadRequest
 from python_backend.fuse import labels, make_combiner, stack_members, weighted_mean
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import parse_config
 from python_backend.text import decode_rows
-from python_backend.validation import check_token_inputs
 
 pytestmark = pytest.mark.unit
 
