@@ -6,6 +6,7 @@ standard name, so `FROM docker.io/library/debian:bookworm` resolves locally (bui
 image is already there (pulled, or imported before), nothing is done.
 """
 
+import logging
 import re
 import shutil
 import subprocess
@@ -64,5 +65,6 @@ def ensure_base(name: str = NAME, cache: Path = CACHE) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     ensure_base()
     sys.exit(0)

@@ -8,6 +8,7 @@ local wheel folders the pip configuration names are mounted too); nothing of the
 build arguments are not layers).
 """
 
+import logging
 import re
 import subprocess
 import sys
@@ -88,6 +89,7 @@ def build_all() -> dict[str, float]:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
         timings = build_all()
     except subprocess.CalledProcessError as error:

@@ -14,6 +14,7 @@ A start that cannot serve says so in one line and exits non-zero before it chang
 does not load (the supervisor gives up after its bounded retries).
 """
 
+import logging
 import signal
 import sys
 
@@ -52,6 +53,7 @@ def admin_key(build: Path) -> str:
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     repository = Path(os.environ.get("MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
     ports = Ports(
         int(os.environ.get("HTTP_PORT", 8000)),

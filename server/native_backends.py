@@ -12,6 +12,7 @@ checks each commit's content against its id. The sources build unpatched.
 """
 
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,8 @@ import pytriton
 import torch
 
 from server import debian
+
+logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
 NATIVE = ROOT / "build" / "native"
@@ -140,7 +143,7 @@ def unpack_sources(target: Path) -> None:
                 # digest was checked above, so there it is extracted as upstream made it.
                 tar.extractall(target, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         else:
-            print(f"TRITON_SOURCE_DIR is not set: cloning {url} at {commit}", flush=True)
+            logger.info("TRITON_SOURCE_DIR is not set: cloning %s at %s", url, commit)
             clone = target / name
             subprocess.run(["git", "init", "-q", str(clone)], check=True)
             subprocess.run(["git", "-C", str(clone), "fetch", "-q", "--depth=1", url, commit], check=True)
@@ -221,7 +224,7 @@ def build() -> Path:
     install_build_tools()
     NATIVE.mkdir(parents=True, exist_ok=True)
     log_path = NATIVE / f"{out.name}.log"
-    print(f"building Triton's native onnxruntime and pytorch backends (about 2 minutes); log: {log_path}", flush=True)
+    logger.info("building Triton's native onnxruntime and pytorch backends (about 2 minutes); log: %s", log_path)
     with tempfile.TemporaryDirectory(dir=NATIVE) as scratch, open(log_path, "w") as log:
         work, staged = Path(scratch), Path(scratch) / "out"
         unpack_sources(work / "src")
@@ -232,7 +235,7 @@ def build() -> Path:
             tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
             sys.exit(f"{tail}\nnative backend build failed ({error}); full log: {log_path}")
         staged.rename(out)  # all or nothing: a half-built folder never looks built
-    print(f"built {out}", flush=True)
+    logger.info("built %s", out)
     return out
 
 
@@ -252,4 +255,5 @@ def link_runtime_libraries(backends: Path, native: Path) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     build()
