@@ -24,7 +24,7 @@ from release.gates import MAX_DROP, MIN_ACCURACY, Rejected
 from release.live import Live
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -55,6 +55,11 @@ def main() -> None:
     parser.add_argument(
         "--admin-key", default=os.environ.get("TRITON_ADMIN_KEY"), help="the server's admin key (repository API)"
     )
+    return parser
+
+
+def main() -> None:
+    parser = arguments()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if args.from_pretrained:
