@@ -196,10 +196,10 @@ def predictions_or_errors(client: FeedbackClient, texts: list[str]) -> list:
 
 
 def record(row: Row, prediction) -> dict:
-    if isinstance(prediction, str):
-        row.error = prediction
-    if row.error:
-        return {"row": row.number, "text": row.text[:SHOWN_CHARACTERS], "error": row.error}
+    """A row's output line: its prediction, or its error (the row's own, or the server's message for it)."""
+    error = row.error or (prediction if isinstance(prediction, str) else "")
+    if error:
+        return {"row": row.number, "text": row.text[:SHOWN_CHARACTERS], "error": error}
     return {"row": row.number, "text": row.text, **prediction.as_dict()} | (
         {"truncated": True} if row.truncated else {}
     )
@@ -281,7 +281,7 @@ def score_file(
                 for row in batch:
                     line = record(row, None if row.error else next(answers))
                     out.write(json.dumps(line, ensure_ascii=False) + "\n")
-                    summary.count(bool(row.error), row.truncated)
+                    summary.count("error" in line, row.truncated)
                 out.flush()
                 progress.update(len(batch))
                 progress.set_postfix(failed=summary.failed)
