@@ -46,11 +46,13 @@ def write(repo: Path, tenant: str | None = None, members: dict[str, str] | None 
     ensemble = InProcessEnsemble(repo, members=members)
     texts = [text for text, _ in rows]
     labels = np.array([ensemble.fuse.class_names.index(label) for _, label in rows])
-    probs = ensemble.classify(texts)["PROBS"]
-    chosen = chosen_rows(probs, labels)
+    answers = ensemble.classify(texts)
+    probs = answers["PROBS"]
+    one_window = answers["WINDOWS"][:, 0] == 1  # a canary row is one comment: the probe checks a label per row
+    chosen = chosen_rows(probs, np.where(one_window, labels, -1))
     if not chosen:
         raise ValueError("the ensemble gets none of the held-out comments right: no canary can be made")
-    ids, mask, _ = ensemble.tokenize([texts[index] for index in chosen])  # each comment fits one window
+    ids, mask, _ = ensemble.tokenize([texts[index] for index in chosen])
     names = [ensemble.fuse.class_names[int(probs[index].argmax())] for index in chosen]
     canary = {
         "texts": [texts[index] for index in chosen],
