@@ -68,7 +68,11 @@ class Stack:
         tritonserver its child."""
         launcher = podman("inspect", "--format", "{{.State.Pid}}", self.container("triton-debian")).stdout.strip()
         for child in Path(f"/proc/{launcher}/task/{launcher}/children").read_text().split():
-            if Path(f"/proc/{child}/exe").resolve().name == "tritonserver":
+            try:
+                name = Path(f"/proc/{child}/exe").resolve().name
+            except FileNotFoundError:  # a short-lived child that exited after the list was read
+                continue
+            if name == "tritonserver":
                 return int(child)
         raise AssertionError("no tritonserver under the container's launcher")
 
