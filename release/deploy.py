@@ -133,7 +133,7 @@ def register_tenant(repo: Path, tenant: str, member: str) -> list[tuple[str, str
     """Write `<ensemble>__<tenant>` for each default ensemble that runs `member` or another of the tenant's custom
     members, with those steps pointing at the tenant's models; returns each ensemble's name and the config it had
     before (None for a new one), for unregister_tenant."""
-    custom = set(read_mapping(repo / MAPPING).get(tenant, [])) | {member}
+    custom = set(tenant_members(repo, tenant, member))
     written = []
     with staging.staging(repo) as stage:
         for ensemble in read_configs(repo).values():
