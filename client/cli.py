@@ -63,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--truncate",
         action="store_true",
         help="cut comments over the server's size limit (16 KiB by default) at a character boundary and mark them "
-        "truncated; without it such a row is an error record. The models read only the first tokens anyway "
-        "(64 with the default tokenizer), so the cut changes nothing they see.",
+        "truncated; without it such a row is an error record. The server reads a comment whole (as windows of the "
+        "encoder's length), so a cut comment is classified on its first 16 KiB.",
     )
     commands.add_parser("health", parents=[common], help="server and ensemble readiness")
     commands.add_parser("models", parents=[common], help="models in the repository with versions and states")
