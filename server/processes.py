@@ -51,6 +51,30 @@ def _stat(pid: int | str) -> list[str]:
         return []
 
 
+def stub_models(pid: int) -> dict[int, str]:
+    """A tritonserver's running Python-backend stubs: pid -> the model each serves (a stub's first argument is
+    <repository>/<model>/<version>/model.py)."""
+    stubs = {}
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return stubs
+    for child in children:
+        try:
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # exited since the list was read
+            continue
+        if len(argv) > 2 and STUB_REGION.match(argv[2].decode(errors="replace")):
+            stubs[int(child)] = Path(argv[1].decode(errors="replace")).parents[1].name
+    return stubs
+
+
+def zombie(pid: int) -> bool:
+    """Dead and not yet reaped: a stub tritonserver stops is reaped at once (it waits for it), a killed one is not."""
+    fields = _stat(pid)
+    return bool(fields) and fields[0] == "Z"
+
+
 def alive(pid: int) -> bool:
     """Running: a zombie is dead, only not yet reaped."""
     fields = _stat(pid)

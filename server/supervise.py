@@ -1,15 +1,18 @@
 """Keep tritonserver serving: run it as a child, heal a model whose stub died, restart the server if it dies.
 
-Every `interval` seconds the watchdog runs the canary probe (server/probe.py). tritonserver 2.51 does not restart
-a dead Python-backend stub; when the canary names one ("Stub process 'fuse_0' is not healthy"), the watchdog
-touches that model's version folders: poll mode sees a changed version and loads the model again with a new stub,
+Every `interval` seconds the watchdog looks for dead Python-backend stubs and runs the canary probe
+(server/probe.py). tritonserver 2.51 does not restart a dead stub, and is slow to say so: each batch sent to it fails
+only after the backend's one-second health timeout, so under load the canaries wait behind a growing queue and time
+out. So a stub that tritonserver has not reaped counts as dead as soon as it is seen (killed: a stub tritonserver
+stops, it reaps at once), as does a model the canary names ("Stub process 'fuse_0' is not healthy"). The watchdog
+touches such a model's version folders: poll mode sees a changed version and loads the model again with a new stub,
 and the ensembles that use it follow, while the other models keep serving. (Touching config.pbtxt is not enough:
-Triton applies an unchanged config in place and keeps the dead stub.) In explicit model-control mode it unloads and
-loads the model through the repository API (with the admin key), then the ensembles that run it. If the model is
+Triton applies an unchanged config in place and keeps the dead stub.) In explicit model-control mode it then asks
+the repository API to load the model, which reloads the touched model in the same way. If the model is
 not back within `heal_timeout`, or the repository is read-only, the whole server is restarted, as it is when every
-canary times out `hung_probes` probes in a row (alive but hung). If tritonserver exits on its own, it is started
-again after removing the stub regions it left in /dev/shm (a killed server cannot), after a back-off that doubles
-with each start that never became ready.
+canary times out `hung_probes` probes in a row with no heal under way (alive but hung). If tritonserver exits on
+its own, it is started again after removing the stub regions it left in /dev/shm (a killed server cannot), after a
+back-off that doubles with each start that never became ready.
 
 SIGTERM and SIGINT only set a flag (nothing else is safe in a signal handler: a threading.Event there deadlocked
 when the signal landed inside Event.wait()); the loop sees it within `interval` and stops tritonserver: SIGTERM, at
@@ -28,7 +31,15 @@ from pathlib import Path
 from client.admin import admin_headers
 from server import ROOT, probe
 from server.flags import Ports, region_prefix
-from server.processes import kill_group, orphaned_stub_regions, remove_regions, stop, stop_with_parent
+from server.processes import (
+    kill_group,
+    orphaned_stub_regions,
+    remove_regions,
+    stop,
+    stop_with_parent,
+    stub_models,
+    zombie,
+)
 
 
 class Supervisor:
@@ -64,6 +75,7 @@ class Supervisor:
         self.timeouts = 0  # probes in a row in which every canary timed out
         self.healing: dict[str, float] = {}  # model -> when its reload was asked for
         self.orphans: set[Path] = set()  # regions without a stub when a heal began: the dead stubs' regions
+        self.stubs: dict[int, str] = {}  # the stubs running at the last watch: pid -> model
 
     def say(self, message: str) -> None:
         print(f"supervisor: {message}", flush=True)
@@ -86,6 +98,7 @@ class Supervisor:
         )
         self.healing.clear()
         self.orphans.clear()
+        self.stubs.clear()
         self.timeouts = 0
         self.ready = False
         self.say(f"tritonserver started, pid {self.process.pid}")
@@ -105,7 +118,7 @@ class Supervisor:
         self.reaper.wait()
         remove_regions(self.prefix)
 
-    def heal(self, model: str) -> None:
+    def heal(self, model: str, why: str) -> None:
         asked = self.healing.get(model)
         if asked is not None:  # the reload takes a poll interval (poll mode) or a load (explicit mode)
             if time.monotonic() - asked > self.heal_timeout:
@@ -113,28 +126,27 @@ class Supervisor:
             return
         self.healing[model] = time.monotonic()
         self.orphans |= orphaned_stub_regions(self.process.pid)
-        self.say(f"{model}: stub not healthy, reloading it")
-        if not self.poll:
-            # In its own thread, so that a stop signal is still seen within a second while a big model loads.
-            threading.Thread(target=self.reload, args=(model,), daemon=True).start()
-            return
+        self.say(f"{model}: {why}, reloading it")
         try:
             for version in (self.repository / model).iterdir():
                 if version.name.isdigit():
                     os.utime(version)
         except OSError as error:
             return self.restart(f"cannot ask {model} to reload ({error})")
+        if not self.poll:
+            # In its own thread, so that a stop signal is still seen within a second while a big model loads.
+            threading.Thread(target=self.load, args=(model,), daemon=True).start()
 
-    def reload(self, model: str) -> None:
-        """Explicit mode: unload and load the model (a load alone keeps the dead stub), then load again every
-        ensemble that runs it, which the unload took down with it. The repository API needs the admin key."""
-        steps = [("unload", model), ("load", model)] + [("load", e) for e in ensembles_using(self.repository, model)]
+    def load(self, model: str) -> None:
+        """Explicit mode: ask the repository API (with the admin key) to load the touched model, which it then
+        reloads as a poll would, the old version serving until the new one is ready. An unload first would take
+        the ensembles that run it down with it, and their callers would see "no available versions" until they
+        were loaded again."""
+        request = urllib.request.Request(
+            f"{self.url}/v2/repository/models/{model}/load", data=b"{}", headers=self.admin, method="POST"
+        )
         try:
-            for action, name in steps:
-                request = urllib.request.Request(
-                    f"{self.url}/v2/repository/models/{name}/{action}", data=b"{}", headers=self.admin, method="POST"
-                )
-                urllib.request.urlopen(request, timeout=self.heal_timeout).close()
+            urllib.request.urlopen(request, timeout=self.heal_timeout).close()
         except OSError as error:  # HTTPError included: refused, or the model does not load; the timeout acts then
             self.say(f"{model}: reload failed ({error}); the server is restarted if it is not back in time")
 
@@ -150,6 +162,13 @@ class Supervisor:
         self.orphans.clear()
         if dead:
             self.say(f"removed {len(dead)} dead stub region(s) from /dev/shm")
+
+    def newly_dead_stubs(self) -> dict[str, int]:
+        """model -> pid of each stub that ran at the last watch and is now dead and not reaped: killed, not stopped."""
+        running = stub_models(self.process.pid)
+        died = {model: pid for pid, model in self.stubs.items() if pid not in running and zombie(pid)}
+        self.stubs = running
+        return died
 
     def exited(self) -> None:
         """A server that ran and died is restarted at once; one that never came up, after a growing back-off, and
@@ -174,14 +193,17 @@ class Supervisor:
     def watch_once(self) -> None:
         if self.process.poll() is not None:
             return self.exited()
+        died = self.newly_dead_stubs()  # watched while loading too: a stub killed just after, is then known
         if not self.ready:
             if not probe.server_ready(self.url, self.probe_timeout):
                 return  # still loading: its models are checked once it says ready
             self.ready = True
             self.say("tritonserver is ready")
+        for model, pid in died.items():
+            self.heal(model, f"its stub (pid {pid}) died")
         checks = probe.probe(self.url, self.probe_timeout, self.repository)
         self.timeouts = self.timeouts + 1 if all(check.timed_out for check in checks) else 0
-        if self.timeouts >= self.hung_probes:  # alive, ready once, and now answering nothing: restarting is all left
+        if self.timeouts >= self.hung_probes and not self.healing:  # a heal under way ends within heal_timeout
             return self.restart(f"alive but not answering: every canary timed out {self.timeouts} probes in a row")
         if all(check.ok for check in checks):
             for model, asked in self.healing.items():
@@ -189,7 +211,7 @@ class Supervisor:
             self.healing.clear()
             self.remove_dead_stub_regions()
         for model in {check.broken_model for check in checks} - {None}:
-            self.heal(model)
+            self.heal(model, "a canary says its stub is not healthy")
 
     def on_signal(self, signum: int, _frame) -> None:
         self.signalled = signum
@@ -213,16 +235,6 @@ class Supervisor:
                 signal.signal(sig, handler)
         self.say(f"stopped on {signal.Signals(self.signalled).name}")
         return 0
-
-
-def ensembles_using(repository: Path, model: str) -> list[str]:
-    """The ensembles in the repository with a step that runs `model`."""
-    found = []
-    for config in sorted(repository.glob("*/config.pbtxt")):
-        text = config.read_text()
-        if 'platform: "ensemble"' in text and f'model_name: "{model}"' in text:
-            found.append(config.parent.name)
-    return found
 
 
 class StartFailed(RuntimeError):

@@ -121,8 +121,9 @@ def comments(tmp_path_factory) -> tuple[Path, list[str]]:
     return source, rows
 
 
-def bulk_run(server: Supervised, source: Path, target: Path, shm: str = "none") -> subprocess.Popen:
+def bulk_run(server: Supervised, source: Path, target: Path, shm: str, concurrency: int) -> subprocess.Popen:
     args = ["--input", str(source), "--output", str(target), "--batch-size", "16", "--retries", "12", "--shm", shm]
+    args += ["--concurrency", str(concurrency)]
     return subprocess.Popen(
         [sys.executable, "-m", "client", "classify", *args, "--url", f"127.0.0.1:{server.ports.grpc}"],
         env=os.environ | {"TRITON_ADMIN_KEY": "test-admin-key-0123456789"},
@@ -132,10 +133,12 @@ def bulk_run(server: Supervised, source: Path, target: Path, shm: str = "none") 
     )
 
 
-def under_load(server: Supervised, comments, target: Path, fault, shm: str = "none") -> tuple[float, float]:
+def under_load(
+    server: Supervised, comments, target: Path, fault, shm: str = "none", concurrency: int = 1
+) -> tuple[float, float]:
     """Run `fault` while a bulk run is under way; return (seconds until unready, seconds until serving again)."""
     source, rows = comments
-    bulk = bulk_run(server, source, target, shm)
+    bulk = bulk_run(server, source, target, shm, concurrency)
     try:
         deadline = time.monotonic() + WAIT
         while not target.exists() or target.stat().st_size < 100_000:  # a few hundred rows in
@@ -208,20 +211,21 @@ def test_probe_fails_a_member_at_half_weight(tmp_path):
         assert not check.ok and "the canary comments' labels are" in check.error, check
 
 
-def test_explicit_mode_heals_the_model_alone_without_a_restart(tmp_path):
-    """No poll to pick up a touched folder: the supervisor unloads and loads the model through the repository API
-    (a load alone keeps the dead stub), then the ensembles that run it; tritonserver itself keeps running."""
+def test_explicit_mode_heals_the_model_alone_without_a_restart(comments, tmp_path):
+    """No poll to pick up a touched folder: the supervisor asks the repository API to load the model it touched;
+    tritonserver itself keeps running, and so do the ensembles. Under a bulk run: requests queued for the dead stub
+    fail one batch a second, so the canaries time out behind them, and the supervisor must find the dead stub
+    itself rather than restart a server that answers nothing."""
     repository = repository_copy(tmp_path / "repository")
     server = Supervised(repository, tmp_path / "server.log", model_control="explicit")
     try:
         server.wait(ready=True)
         triton, stub = server.triton_pid(), server.stub_pid("fuse")
-        os.kill(stub, signal.SIGKILL)
-        unready = server.wait(ready=False)
-        back = server.wait(ready=True)
+        kill = lambda: os.kill(stub, signal.SIGKILL)  # noqa: E731
+        unready, back = under_load(server, comments, tmp_path / "scored.jsonl", kill, concurrency=8)
         assert server.triton_pid() == triton, "the whole server was restarted"
         assert server.stub_pid("fuse") != stub
     finally:
         server.stop()
-    assert "fuse: stub not healthy, reloading it" in server.log.read_text()
+    assert re.search(r"supervisor: fuse: .+, reloading it", server.log.read_text())
     print(f"\nexplicit mode, kill -9 fuse stub: probe false after {unready:.1f} s, serving again after {back:.1f} s")
