@@ -6,6 +6,7 @@ backends: only standard fields plus `parameters`, which the native backends igno
 
 from dataclasses import dataclass
 
+from export.features import FEATURES
 from python_backend.layout import parse_config
 
 MAX_BATCH_SIZE = 64  # comments per request, what the ensembles and the tokenizer take
@@ -43,6 +44,7 @@ class MemberSpec:
     instances: int = 1
     threads: int = 1
     queue_delay_us: int = MAX_QUEUE_DELAY_US
+    features: int = 0  # width of the EMBEDDING output (export/features.py); 0: the graph has none
 
 
 def tensor_line(name: str, data_type: str, dims: str, extra: str = "") -> str:
@@ -83,6 +85,7 @@ def member_config(spec: MemberSpec) -> str:
   }}"""
         for rows, length in WARMUP_SHAPES
     )
+    features = f",\n{tensor_line(FEATURES, 'TYPE_FP32', str(spec.features))}" if spec.features else ""
     text = f"""name: "{spec.name}"
 platform: "{spec.platform}"
 max_batch_size: {MAX_ROWS}
@@ -99,7 +102,7 @@ batch_input [
 ]
 output [
 {tensor_line(probs, "TYPE_FP32", str(len(spec.class_names)))},
-{tensor_line(errors, "TYPE_INT32", "1")}
+{tensor_line(errors, "TYPE_INT32", "1")}{features}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES, delay_us=spec.queue_delay_us)}
@@ -117,27 +120,31 @@ model_warmup [
     return text
 
 
-def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
-    """The last step of both ensembles; it reads the members' input limits to word the errors of bad requests."""
+def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int, features: int) -> str:
+    """The last step of the ensembles (before `tenant_heads` in `feedback_tenant`); it reads the members' input limits
+    to word the errors of bad requests. `features`: the width of the transformer's EMBEDDING."""
     probs = ",\n".join(tensor_line(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
     text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
 # INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone;
 # `windows` (the tokenizer's WINDOWS; absent for token ids in) says which rows are windows of one comment, averaged
 # into one answer. combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking"
-# (1/stacking.npz, fitted by export/ on a validation split).
+# (1/stacking.npz, fitted by export/ on a validation split). `embedding` (the transformer's EMBEDDING, only in
+# `feedback_tenant`) comes out as FEATURES, each comment's windows averaged, for the tenant heads.
 name: "fuse"
 backend: "python"
 max_batch_size: {MAX_ROWS}
 input [
 {probs},
 {tensor_line("input_errors", "TYPE_INT32", "1")},
-{tensor_line("windows", "TYPE_INT32", "1", "optional: true")}
+{tensor_line("windows", "TYPE_INT32", "1", "optional: true")},
+{tensor_line("embedding", "TYPE_FP32", str(features), "optional: true")}
 ]
 output [
 {tensor_line("PROBS", "TYPE_FP32", str(len(class_names)))},
 {tensor_line("LABEL", "TYPE_STRING", "1")},
 {tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")},
-{tensor_line("WINDOWS", "TYPE_INT32", "1")}
+{tensor_line("WINDOWS", "TYPE_INT32", "1")},
+{tensor_line("FEATURES", "TYPE_FP32", str(features))}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 from export import datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
+from export.features import expose_features
 from export.members import (
     MAX_POSITIONS,
     PROFILES,
@@ -143,6 +144,8 @@ def stage_members(stage: Path, trained: Trained) -> None:
     ):
         (stage / name / "1").mkdir(parents=True)
         write_artifact(stage / name / "1" / filename)
+        # The transformer's sentence features, for the tenant heads of `feedback_tenant` (export/features.py).
+        features = expose_features(stage / name / "1" / filename) if name == "transformer" else 0
         spec = MemberSpec(
             name,
             platform,
@@ -153,6 +156,7 @@ def stage_members(stage: Path, trained: Trained) -> None:
             profile.instances if name == "transformer" else TEXTCNN_INSTANCES,
             profile.threads,
             profile.queue_delay_us,
+            features,
         )
         (stage / name / "config.pbtxt").write_text(member_config(spec))
 
@@ -163,7 +167,8 @@ def stage_ensemble(repo: Path, stage: Path, trained: Trained) -> None:
     data, members = trained.data, list(trained.members)
     repository.stage_committed(repo, stage)
     trained.tokenizer.save(str(stage / "tokenizer" / "1" / "tokenizer.json"))
-    fuse = fuse_config(members, data.class_names, trained.tokenizer.get_vocab_size(), MAX_POSITIONS)
+    width = trained.members["transformer"].head.in_features  # its EMBEDDING (stage_members)
+    fuse = fuse_config(members, data.class_names, trained.tokenizer.get_vocab_size(), MAX_POSITIONS, width)
     (stage / "fuse" / "config.pbtxt").write_text(fuse)
     np.savez(stage / "fuse" / "1" / "stacking.npz", coef=trained.coef, bias=trained.bias, members=np.array(members))
     staging.write_held_out(stage, data.held_out.texts, [data.class_names[i] for i in data.held_out.labels])

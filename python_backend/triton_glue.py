@@ -32,14 +32,18 @@ class ModelConfig:
 
 
 def respond(config: ModelConfig, result: list[np.ndarray] | Exception):
-    """A request's response: its outputs named as in the config, or its error (INVALID_ARG for a BadRequest)."""
+    """A request's response: its outputs named as in the config, or its error (INVALID_ARG for a BadRequest).
+
+    A result may stop short of the config's last outputs: those are the optional ones, which only some ensembles ask
+    for (the fuse step's FEATURES)."""
     from python_backend.errors import BadRequest
 
     if isinstance(result, Exception):
         code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
         error = pb_utils.TritonError(f"{config.name}: {result}", code)
         return pb_utils.InferenceResponse(output_tensors=[], error=error)
-    tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
+    names = config.outputs[: len(result)]
+    tensors = [pb_utils.Tensor(name, array) for name, array in zip(names, result, strict=True)]
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
 

@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from client import FeedbackClient
 from python_backend.errors import BadRequest
-from python_backend.inprocess import OUTPUTS
+from python_backend.heads import HeadCache
 from python_backend.layout import read_config
 from python_backend.tenants import check_tenant
 from python_backend.text import decode_rows, encode_windows
@@ -33,7 +33,10 @@ from server import probe
 from tests.conftest import REPOSITORY
 from tests.test_client import TEXTS, as_arrays, assert_same
 
-MODELS = ("feedback_text", "feedback", "feedback_routed", "tokenizer", "transformer", "textcnn", "fuse")
+MODELS = (
+    *("feedback_text", "feedback", "feedback_routed", "feedback_tenant"),
+    *("tokenizer", "transformer", "textcnn", "fuse", "tenant_heads"),
+)
 TRITON_TYPES = {"TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32", "TYPE_STRING": "BYTES"}
 DTYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT64", "FP16", "FP32", "FP64", "BYTES"]
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -60,6 +63,7 @@ class Models:
         self.vocab = int(self.configs["transformer"].parameters["vocab_size"].string_value)
         self.max_bytes = int(self.configs["tokenizer"].parameters["max_text_bytes"].string_value)
         self.classes = len(reference.fuse.class_names)
+        self.width = next(t.dims[0] for t in self.configs["fuse"].input if t.name == "embedding")  # EMBEDDING
 
     def inputs(self, model: str) -> list[tuple[str, str, list[int], bool]]:
         """(name, dtype, dims, optional) per input."""
@@ -81,6 +85,9 @@ class Models:
                 arrays[name] = (np.arange(seq) < lengths).astype(np.int64)
             elif name.endswith("_probs"):
                 arrays[name] = rng.dirichlet(np.ones(self.classes), batch).astype(np.float32)
+            elif name in ("embedding", "FEATURES"):  # the sentence features (optional in fuse: sent half the time)
+                if name == "FEATURES" or rng.random() < 0.5:
+                    arrays[name] = rng.standard_normal((batch, self.width)).astype(np.float32)
             else:  # input_errors
                 arrays[name] = np.zeros((batch, 1), np.int32)
         return arrays
@@ -153,6 +160,16 @@ class Models:
                 return dict(zip(("INPUT_IDS", "ATTENTION_MASK", "WINDOWS"), tokenized, strict=True))
             if model == "feedback_text":
                 return reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))
+            if model in ("feedback_tenant", "tenant_heads"):  # the session's repository has no head: all refused
+                features = (
+                    reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))["FEATURES"]
+                    if (model == "feedback_tenant")
+                    else arrays["FEATURES"]
+                )
+                (answer,) = HeadCache(REPOSITORY, 2**20).answer([(features, arrays["TENANT"])])
+                if isinstance(answer, BadRequest):
+                    raise answer
+                raise AssertionError(f"{model}: answered by a head the session's repository does not have")
             if model == "feedback_routed" and "TENANT" in arrays:
                 tenants = {value.decode("utf-8", "replace") for value in arrays["TENANT"].ravel()}
                 if len(tenants) != 1:
@@ -166,10 +183,9 @@ class Models:
             if model in ("transformer", "textcnn"):
                 member = reference.members[reference.fuse.member_names.index(model)]
                 ids, mask = (arrays[name] for name, *_ in self.inputs(model))
-                probs, errors = member(ids, mask)
-                return dict(zip(self.outputs(model), (probs, errors), strict=True))
-            stacked = reference.fuse.stacked(arrays)  # fuse
-            return dict(zip(OUTPUTS, reference.fuse.outputs(*stacked), strict=True))
+                return dict(zip(self.outputs(model), member(ids, mask), strict=True))
+            stacked = reference.fuse.stacked(arrays)  # fuse; FEATURES only when it was sent the optional embedding
+            return dict(zip(self.outputs(model), reference.fuse.outputs(*stacked), strict=False))
         except BadRequest as error:  # a clear refusal; any other exception is the reference crashing: a failure
             raise Refuse(str(error)) from None
 

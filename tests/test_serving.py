@@ -206,6 +206,8 @@ def test_nothing_reloads_after_start(server):
     assert set(loads) == {
         "feedback",
         "feedback_text",
+        "feedback_tenant",
+        "tenant_heads",
         "feedback_routed",
         "tokenizer",
         "transformer",

@@ -1,0 +1,1 @@
+../../../python_backend/models/tenant_heads/model.py
