@@ -120,9 +120,10 @@ model_warmup [
     return text
 
 
-def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int, features: int) -> str:
+def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
     """The last step of the ensembles (before `tenant_heads` in `feedback_tenant`); it reads the members' input limits
-    to word the errors of bad requests. `features`: the width of the transformer's EMBEDDING."""
+    to word the errors of bad requests. The embedding's width is left open (-1): a transformer of another width
+    still serves, and the tenant heads refuse features of a width they were not trained on."""
     probs = ",\n".join(tensor_line(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
     text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
 # INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone;
@@ -137,14 +138,14 @@ input [
 {probs},
 {tensor_line("input_errors", "TYPE_INT32", "1")},
 {tensor_line("windows", "TYPE_INT32", "1", "optional: true")},
-{tensor_line("embedding", "TYPE_FP32", str(features), "optional: true")}
+{tensor_line("embedding", "TYPE_FP32", "-1", "optional: true")}
 ]
 output [
 {tensor_line("PROBS", "TYPE_FP32", str(len(class_names)))},
 {tensor_line("LABEL", "TYPE_STRING", "1")},
 {tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")},
 {tensor_line("WINDOWS", "TYPE_INT32", "1")},
-{tensor_line("FEATURES", "TYPE_FP32", str(features))}
+{tensor_line("FEATURES", "TYPE_FP32", "-1")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}

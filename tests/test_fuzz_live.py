@@ -63,7 +63,7 @@ class Models:
         self.vocab = int(self.configs["transformer"].parameters["vocab_size"].string_value)
         self.max_bytes = int(self.configs["tokenizer"].parameters["max_text_bytes"].string_value)
         self.classes = len(reference.fuse.class_names)
-        self.width = next(t.dims[0] for t in self.configs["fuse"].input if t.name == "embedding")  # EMBEDDING
+        self.width = next(t.dims[0] for t in self.configs["transformer"].output if t.name == "EMBEDDING")
 
     def inputs(self, model: str) -> list[tuple[str, str, list[int], bool]]:
         """(name, dtype, dims, optional) per input."""
