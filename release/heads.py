@@ -53,6 +53,8 @@ def read_rows(path: Path, text_column: str = "text", label_column: str = "label"
             records = list(csv.DictReader(file))
     texts, labels = [], []
     for line, record in enumerate(records, start=2 if path.suffix != ".jsonl" else 1):
+        if not isinstance(record, dict):
+            raise Rejected(f"{path}:{line}: expected an object with '{text_column}' and '{label_column}'")
         text, label = record.get(text_column), record.get(label_column)
         if not isinstance(text, str) or not text.strip() or not isinstance(label, str) or not label:
             raise Rejected(f"{path}:{line}: needs a non-empty '{text_column}' and '{label_column}'")

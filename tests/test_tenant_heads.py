@@ -87,6 +87,21 @@ def test_a_request_names_one_wellformed_tenant(tenants, error):
         request_tenant(tenants, 2)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    "name, content, error",
+    [
+        ("rows.csv", "text,label\nthe parcel was late,shipping\nno label here,\n", r"rows.csv:3: needs a non-empty"),
+        ("rows.jsonl", '{"text": "late", "label": "shipping"}\n["a list"]\n', r"rows.jsonl:2: expected an object"),
+        ("rows.jsonl", '{"text": 5, "label": "shipping"}\n', r"rows.jsonl:1: needs a non-empty 'text'"),
+    ],
+)
+def test_a_tenants_file_with_a_bad_row_is_refused_by_line(tmp_path, name, content, error):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(Rejected, match=error):
+        heads.read_rows(tmp_path / name)
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     return copy_repository(tmp_path_factory)
