@@ -15,6 +15,7 @@ from client import predictions
 from client.bulk import score_file
 from client.errors import InvalidInput
 from client.feedback import FeedbackClient
+from perf.tenant_heads import heads_gauges
 from perf.triton_stats import metrics_text
 from python_backend.errors import BadRequest
 from python_backend.heads import HeadCache, head_path, request_tenant, write_head
@@ -104,7 +105,12 @@ def test_a_tenants_file_with_a_bad_row_is_refused_by_line(tmp_path, name, conten
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    return copy_repository(tmp_path_factory)
+    """A copy whose `tenant_heads` holds one head at a time (a budget under one head's size): every request of
+    another tenant than the last evicts a head, which the next request reads again."""
+    copy = copy_repository(tmp_path_factory)
+    config = copy / "tenant_heads" / "config.pbtxt"
+    config.write_text(re.sub(r'("head_memory_mb" value: \{ string_value: )"[^"]+"', r'\1"0.001"', config.read_text()))
+    return copy
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +165,17 @@ def test_a_head_that_fails_the_gates_is_refused_and_the_old_one_keeps_serving(se
         heads.put(repo, "acme", tenant_rows("acme"), declared("acme"), replace=False)
     after = served(server, texts, "acme")
     np.testing.assert_array_equal(after["TENANT_PROBS"], before["TENANT_PROBS"])
+
+
+def test_an_evicted_head_is_read_again_with_the_same_answers(server):
+    texts = tenant_rows("acme").texts[:8]
+    reads = heads_gauges(server.ports.metrics).get("reads", 0)
+    first = served(server, texts, "acme")
+    served(server, texts, "globex")  # evicts acme's head: the budget holds one
+    again = served(server, texts, "acme")
+    gauges = heads_gauges(server.ports.metrics)
+    assert gauges["held"] == 1 and gauges["reads"] >= reads + 2, gauges
+    np.testing.assert_array_equal(again["TENANT_PROBS"], first["TENANT_PROBS"])
 
 
 def test_unknown_or_malformed_tenants_get_a_clear_error_and_the_server_keeps_serving(server, repo):
