@@ -11,7 +11,7 @@ depend on how well it was fitted). Then, with wrk (batch-1 clients, text in over
 1. throughput and p99 of `feedback_tenant`, each request's TENANT drawn from `--active` tenants with Zipf weights
    (1/rank), against `feedback_text` with the same comments; interleaved, `--rounds` times;
 2. server memory (PSS of tritonserver and its stubs) with no head loaded, the active ones, and every one, beside
-   what `tenant_heads` reports holding (its budget: `head_memory_mb`);
+   what the fuse step reports holding (its budget: `head_memory_mb`);
 3. `release.deploy tenant add` (real gates, rows of the held-out file) and the time from its return to the new
    tenant's first answer;
 4. failed requests of the active tenants while other tenants are added, replaced and removed under load.
@@ -197,7 +197,7 @@ def main() -> None:
             )
             gauges = results["heads_gauges"]
             say(
-                f"tenant_heads holds {gauges.get('held', 0):.0f} heads, {gauges.get('bytes', 0) / 2**20:.1f} MiB "
+                f"the fuse step holds {gauges.get('held', 0):.0f} heads, {gauges.get('bytes', 0) / 2**20:.1f} MiB "
                 f"(budget {budget_mb:.0f} MiB), {gauges.get('reads', 0):.0f} head files read"
             )
 
@@ -241,7 +241,7 @@ def main() -> None:
 def heads_budget(repo: Path) -> str:
     from python_backend.layout import read_config
 
-    return read_config(repo / "tenant_heads").parameters["head_memory_mb"].string_value
+    return read_config(repo / "fuse").parameters["head_memory_mb"].string_value
 
 
 def churn(repo: Path, features: np.ndarray, active: int, tenants: int, seconds: float) -> list[str]:

@@ -137,7 +137,7 @@ class Fuse:
     Inputs are one `<member>_probs` per member, in config order, `input_errors` (see check_input_errors) and,
     from the tokenizer, the optional `windows` (see pool_windows). With the optional `embedding` (the transformer's
     sentence features, one row per window), the outputs end with FEATURES: each comment's features, its windows'
-    mean, which the `tenant_heads` step reads (python_backend/heads.py).
+    mean, to which the fuse model applies the tenant heads (python_backend/heads.py).
     """
 
     def __init__(self, inputs: list[str], parameters: dict[str, str], version_dir: str):

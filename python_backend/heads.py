@@ -2,9 +2,10 @@
 
 The expensive members run once per comment for every tenant, batched together; a tenant's model is only its head
 (`head__<tenant>.npz` at the repository's root, a few KB: coef [width, classes], bias [classes], class_names), which
-the `tenant_heads` step applies to the fuse step's FEATURES. Heads are read when first asked for, re-read when their
-file changes (release/heads.py replaces it with rename(), so a reader never sees half of it), and the least recently
-used ones are dropped beyond a memory budget, so a thousand registered tenants need not all sit in memory.
+the fuse step applies to each comment's features (the transformer's EMBEDDING, its windows averaged). Heads are
+read when first asked for, re-read when their file changes (release/heads.py replaces it with rename(), so a reader
+never sees half of it), and the least recently used ones are dropped beyond a memory budget, so a thousand
+registered tenants need not all sit in memory.
 
 The files live at the repository's root, beside tenants.json, not in a model's folder: Triton reloads a polled model
 whenever anything in its folder changes, and would take a folder at the root for a model.
@@ -110,17 +111,14 @@ class HeadCache:
             self.drop(next(iter(self.heads)))
         return cached
 
-    def answer(self, requests: list[tuple[np.ndarray, np.ndarray]]) -> list[list[np.ndarray] | Exception]:
-        """For each request's (FEATURES [comments, width], TENANT [comments, 1]), its TENANT_PROBS, TENANT_LABEL and
+    def answer(self, requests: list[tuple[np.ndarray, str]]) -> list[list[np.ndarray] | Exception]:
+        """For each request's (features [comments, width], tenant), its TENANT_PROBS, TENANT_LABEL and
         TENANT_CLASSES (the tenant's class names, PROBS' columns, on each row), or the BadRequest that fails it
         alone. The requests of one tenant are computed in one call."""
         results: list[list[np.ndarray] | Exception | None] = [None] * len(requests)
         by_tenant: dict[str, list[int]] = {}
-        for index, (features, tenants) in enumerate(requests):
-            try:
-                by_tenant.setdefault(request_tenant(tenants, len(features)), []).append(index)
-            except BadRequest as error:
-                results[index] = error
+        for index, (_, tenant) in enumerate(requests):
+            by_tenant.setdefault(tenant, []).append(index)
         for tenant, indexes in by_tenant.items():
             try:
                 head = self.head(tenant)
@@ -137,11 +135,32 @@ class HeadCache:
                 results[i] = [part, head.labels(part), np.tile(head.class_names, (len(part), 1))]
         return results
 
+    def with_tenant_answers(self, results: list, tenants: list[np.ndarray | None]) -> list:
+        """The fuse step's results (PROBS, LABEL, MEMBER_PROBS, WINDOWS, and FEATURES when it was sent the
+        embedding), each followed by its tenant head's answer where the request named a TENANT (ROW_TENANTS: one per
+        row), or the BadRequest that fails it. FEATURES is dropped: it is the heads' input, not an output."""
+        answered = list(results)
+        asked: list[tuple[int, np.ndarray, str]] = []
+        for index, (result, rows) in enumerate(zip(results, tenants, strict=True)):
+            if isinstance(result, Exception):
+                continue
+            answered[index] = result[:4]
+            if rows is None:
+                continue
+            try:
+                if len(result) < 5:
+                    raise BadRequest("TENANT: a tenant's head needs the transformer's `embedding` beside it")
+                asked.append((index, result[4], request_tenant(rows)))
+            except BadRequest as error:
+                answered[index] = error
+        heads = self.answer([(features, tenant) for _, features, tenant in asked])
+        for (index, _, _), head in zip(asked, heads, strict=True):
+            answered[index] = head if isinstance(head, Exception) else [*answered[index], *head]
+        return answered
 
-def request_tenant(tenants: np.ndarray, comments: int) -> str:
-    """The one tenant a request names on each of its rows."""
-    if tenants.shape != (comments, 1):
-        raise BadRequest(f"TENANT: expected one per comment, [{comments}, 1], got {list(tenants.shape)}")
+
+def request_tenant(tenants: np.ndarray) -> str:
+    """The one tenant a request names on each of its rows (BadRequest for several, or a malformed one)."""
     values = {value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value) for value in tenants.ravel()}
     if len(values) != 1:
         raise BadRequest(f"TENANT: one tenant per request, got {len(values)} different values")

@@ -11,7 +11,7 @@ import onnxruntime as ort
 import torch
 
 from python_backend.fuse import Fuse
-from python_backend.heads import HeadCache
+from python_backend.heads import HeadCache, request_tenant
 from python_backend.layout import latest_version, read_config, served_tokenizer
 from python_backend.text import Windows, encode_windows
 
@@ -143,7 +143,7 @@ class InProcessEnsemble:
         """What `feedback_tenant` returns for these texts and TENANT: classify()'s answer and the tenant head's
         TENANT_PROBS, TENANT_LABEL and TENANT_CLASSES (BadRequest as the served step refuses)."""
         answer = self.classify(texts)
-        (result,) = heads.answer([(answer["FEATURES"], np.full((len(texts), 1), tenant.encode(), dtype=object))])
+        (result,) = heads.answer([(answer["FEATURES"], request_tenant(np.array([[tenant]], dtype=object)))])
         if isinstance(result, Exception):
             raise result
         return answer | dict(zip(TENANT_OUTPUTS, result, strict=True))

@@ -9,7 +9,7 @@ A head is a logistic regression on the comments' FEATURES (the transformer's sen
 windows averaged, as `feedback_tenant` computes them), trained on the tenant's own rows (CSV or JSONL, a text and a
 label column), in the tenant's own label set. The gates, before the file is written: the labels in the data are the
 declared ones, and the head reaches --min-accuracy on a held-out fifth of the rows. The file `head__<ID>.npz` is then
-replaced with rename(); the `tenant_heads` step reads it at the tenant's next request, with no reload of any model.
+replaced with rename(); the fuse step reads it at the tenant's next request, with no reload of any model.
 With --server, the tenant's held-out rows are then sent to `feedback_tenant` and must get the in-process answers
 (1e-5); otherwise the previous head (or none) is put back and the change refused.
 """

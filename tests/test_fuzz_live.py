@@ -25,17 +25,17 @@ from tritonclient.utils import InferenceServerException
 
 from client import FeedbackClient
 from python_backend.errors import BadRequest
-from python_backend.heads import HeadCache
+from python_backend.heads import HeadCache, request_tenant
 from python_backend.layout import read_config
 from python_backend.tenants import check_tenant
-from python_backend.text import decode_rows, encode_windows
+from python_backend.text import decode_rows, encode_windows, rows_of
 from server import probe
 from tests.conftest import REPOSITORY
 from tests.test_client import TEXTS, as_arrays, assert_same
 
 MODELS = (
     *("feedback_text", "feedback", "feedback_routed", "feedback_tenant"),
-    *("tokenizer", "transformer", "textcnn", "fuse", "tenant_heads"),
+    *("tokenizer", "transformer", "textcnn", "fuse"),
 )
 TRITON_TYPES = {"TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32", "TYPE_STRING": "BYTES"}
 DTYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT64", "FP16", "FP32", "FP64", "BYTES"]
@@ -85,9 +85,12 @@ class Models:
                 arrays[name] = (np.arange(seq) < lengths).astype(np.int64)
             elif name.endswith("_probs"):
                 arrays[name] = rng.dirichlet(np.ones(self.classes), batch).astype(np.float32)
-            elif name in ("embedding", "FEATURES"):  # the sentence features (optional in fuse: sent half the time)
-                if name == "FEATURES" or rng.random() < 0.5:
+            elif name == "embedding":  # the sentence features, optional: sent half the time
+                if rng.random() < 0.5:
                     arrays[name] = rng.standard_normal((batch, self.width)).astype(np.float32)
+            elif name == "tenant":  # optional; a tenant the session's repository has no head for
+                if rng.random() < 0.3:
+                    arrays[name] = np.array([[b"initech"]] * batch, dtype=object)
             else:  # input_errors
                 arrays[name] = np.zeros((batch, 1), np.int32)
         return arrays
@@ -157,19 +160,14 @@ class Models:
             if model == "tokenizer":
                 rows = decode_rows(arrays["TEXT"], self.max_bytes)
                 tokenized = encode_windows(reference.tokenizer, rows, reference.windows)
-                return dict(zip(("INPUT_IDS", "ATTENTION_MASK", "WINDOWS"), tokenized, strict=True))
+                if "TENANT" in arrays:  # handed on to each window's row
+                    tokenized.append(rows_of(arrays["TENANT"], tokenized[2]))
+                return dict(zip(self.outputs(model), tokenized, strict=False))
             if model == "feedback_text":
                 return reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))
-            if model in ("feedback_tenant", "tenant_heads"):  # the session's repository has no head: all refused
-                features = (
-                    reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))["FEATURES"]
-                    if (model == "feedback_tenant")
-                    else arrays["FEATURES"]
-                )
-                (answer,) = HeadCache(REPOSITORY, 2**20).answer([(features, arrays["TENANT"])])
-                if isinstance(answer, BadRequest):
-                    raise answer
-                raise AssertionError(f"{model}: answered by a head the session's repository does not have")
+            if model == "feedback_tenant":  # the session's repository has no head: all refused
+                texts = list(decode_rows(arrays["TEXT"], self.max_bytes))
+                return reference.classify_tenant(texts, request_tenant(arrays["TENANT"]), HeadCache(REPOSITORY, 2**20))
             if model == "feedback_routed" and "TENANT" in arrays:
                 tenants = {value.decode("utf-8", "replace") for value in arrays["TENANT"].ravel()}
                 if len(tenants) != 1:
@@ -184,8 +182,11 @@ class Models:
                 member = reference.members[reference.fuse.member_names.index(model)]
                 ids, mask = (arrays[name] for name, *_ in self.inputs(model))
                 return dict(zip(self.outputs(model), member(ids, mask), strict=True))
-            stacked = reference.fuse.stacked(arrays)  # fuse; FEATURES only when it was sent the optional embedding
-            return dict(zip(self.outputs(model), reference.fuse.outputs(*stacked), strict=False))
+            outputs = reference.fuse.outputs(*reference.fuse.stacked(arrays))  # fuse, then the heads as it runs them
+            (answer,) = HeadCache(REPOSITORY, 2**20).with_tenant_answers([outputs], [arrays.get("tenant")])
+            if isinstance(answer, BadRequest):
+                raise answer
+            return dict(zip(self.outputs(model), answer, strict=False))
         except BadRequest as error:  # a clear refusal; any other exception is the reference crashing: a failure
             raise Refuse(str(error)) from None
 

@@ -207,7 +207,6 @@ def test_nothing_reloads_after_start(server):
         "feedback",
         "feedback_text",
         "feedback_tenant",
-        "tenant_heads",
         "feedback_routed",
         "tokenizer",
         "transformer",

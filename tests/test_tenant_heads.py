@@ -20,6 +20,7 @@ from perf.triton_stats import metrics_text
 from python_backend.errors import BadRequest
 from python_backend.heads import HeadCache, head_path, request_tenant, write_head
 from python_backend.inprocess import InProcessEnsemble
+from python_backend.text import rows_of
 from release import heads
 from release.gates import Rejected
 from tests.conftest import REPOSITORY, run_server
@@ -59,18 +60,18 @@ def test_the_cache_reads_lazily_follows_the_file_and_drops_the_least_recently_us
         )
     one_head = HeadCache(tmp_path, 2**20).head("a").nbytes
     cache = HeadCache(tmp_path, budget_bytes=2 * one_head + 64)  # two heads of three classes, not three
-    answers = {t: cache.answer([(features, np.full((3, 1), t.encode(), dtype=object))])[0] for t in ("a", "b", "c")}
+    answers = {t: cache.answer([(features, t)])[0] for t in ("a", "b", "c")}
     assert [len(answers[t][0][0]) for t in "abc"] == [3, 4, 5]  # each in its own label set
     assert answers["c"][2][0].tolist() == [b"x", b"y", b"z", b"w", b"v"]
     assert "a" not in cache.heads and cache.loads == 3 and cache.nbytes <= cache.budget  # `a` was dropped
-    again = cache.answer([(features, np.full((3, 1), b"a", dtype=object))])[0]
+    again = cache.answer([(features, "a")])[0]
     assert cache.loads == 4
     np.testing.assert_array_equal(again[0], answers["a"][0])  # read again, the same answers
     write_head(head_path(tmp_path, "a"), np.zeros((width, 2)), np.array([0.0, 1.0]), ["p", "q"], "e")
-    replaced = cache.answer([(features, np.full((3, 1), b"a", dtype=object))])[0]
+    replaced = cache.answer([(features, "a")])[0]
     assert replaced[1].ravel().tolist() == [b"q"] * 3  # the new file, without a restart
     head_path(tmp_path, "a").unlink()
-    (gone,) = cache.answer([(features, np.full((3, 1), b"a", dtype=object))])
+    (gone,) = cache.answer([(features, "a")])
     assert isinstance(gone, BadRequest) and "no head is deployed" in str(gone)
 
 
@@ -80,12 +81,31 @@ def test_the_cache_reads_lazily_follows_the_file_and_drops_the_least_recently_us
     [
         (np.array([[b"a"], [b"b"]], dtype=object), "one tenant per request"),
         (np.array([[b"../x"], [b"../x"]], dtype=object), "expected 1-32 lowercase"),
-        (np.array([b"a", b"a"], dtype=object), "one per comment"),
     ],
 )
 def test_a_request_names_one_wellformed_tenant(tenants, error):
     with pytest.raises(BadRequest, match=error):
-        request_tenant(tenants, 2)
+        request_tenant(tenants)
+
+
+@pytest.mark.unit
+def test_the_tenant_travels_with_each_window_and_the_fuse_step_answers_with_its_head(tmp_path):
+    windows = np.array([[1], [3], [3], [3], [1]], np.int32)  # three comments, the second read as 3 windows
+    rows = rows_of(np.array([[b"a"], [b"a"], [b"a"]], dtype=object), windows)
+    assert rows.shape == (5, 1)
+    with pytest.raises(BadRequest, match="one per comment"):
+        rows_of(np.array([[b"a"], [b"a"]], dtype=object), windows)
+    write_head(head_path(tmp_path, "a"), np.eye(4, 2), np.zeros(2), ["x", "y"], "e")
+    default = [np.zeros((3, 6), np.float32), np.array([[b"l"]] * 3, dtype=object)] + [np.zeros((3, 1))] * 2
+    features = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    answered = HeadCache(tmp_path, 2**20).with_tenant_answers(
+        [[*default, features], [*default, features], default, ValueError("kept")],
+        [rows[:3], None, rows[:3], rows[:3]],
+    )
+    assert len(answered[0]) == 7 and answered[0][5].ravel().tolist() == [b"y", b"x", b"y"]
+    assert len(answered[1]) == 4  # no tenant: the default answer, without the features
+    assert isinstance(answered[2], BadRequest) and "needs the transformer's `embedding`" in str(answered[2])
+    assert isinstance(answered[3], ValueError)
 
 
 @pytest.mark.unit
@@ -105,10 +125,10 @@ def test_a_tenants_file_with_a_bad_row_is_refused_by_line(tmp_path, name, conten
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    """A copy whose `tenant_heads` holds one head at a time (a budget under one head's size): every request of
+    """A copy whose fuse step holds one head at a time (a budget under one head's size): every request of
     another tenant than the last evicts a head, which the next request reads again."""
     copy = copy_repository(tmp_path_factory)
-    config = copy / "tenant_heads" / "config.pbtxt"
+    config = copy / "fuse" / "config.pbtxt"
     config.write_text(re.sub(r'("head_memory_mb" value: \{ string_value: )"[^"]+"', r'\1"0.001"', config.read_text()))
     return copy
 

@@ -1,1 +1,0 @@
-../../../python_backend/models/tenant_heads/model.py
