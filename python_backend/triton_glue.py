@@ -88,6 +88,7 @@ class TenantMetrics:
         )
         self.counters: dict[tuple[str, str], object] = {}
         self.gauges = {what: self.heads.Metric(labels={"what": what}) for what in ("held", "bytes", "reads")}
+        self.last: dict[str, int] = {}
 
     def count(self, tenant: str, labels: np.ndarray) -> None:
         if tenant not in self.named and len(self.named) < self.limit:
@@ -99,5 +100,8 @@ class TenantMetrics:
             self.counters[key].increment(int(times))
 
     def held(self, heads: int, nbytes: int, reads: int) -> None:
+        """The gauges, sent only when they change (each call is a message to tritonserver)."""
         for what, value in (("held", heads), ("bytes", nbytes), ("reads", reads)):
-            self.gauges[what].set(value)
+            if self.last.get(what) != value:
+                self.gauges[what].set(value)
+                self.last[what] = value
