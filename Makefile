@@ -71,7 +71,8 @@ bench-client: export  # shared memory against plain gRPC through the client libr
 bench-swap: export  # deploy and roll back a transformer version under steady gRPC load: failures, latency, delays
 	$(PY) -m perf.model_swap --output perf/results/model_swap
 
-bench-tenants: export  # each path a tenant's request can take (default, per-tenant ensemble, BLS routing)
+bench-tenants: export  # tenant heads at scale (1,000 heads), then each path to a tenant's own members
+	$(PY) -m perf.tenant_heads --output perf/results/tenant_heads
 	$(PY) -m perf.tenant_routing --output perf/results/tenant_routing
 
 # Reliability (issue #8), opt-in: long runs that `make test` keeps short.

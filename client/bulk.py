@@ -24,7 +24,7 @@ from pathlib import Path
 
 from client.errors import ClientError, InvalidInput, ServerUnavailable
 from client.feedback import FeedbackClient
-from client.predictions import TEXT_MODEL
+from client.predictions import TENANT_MODEL, TEXT_MODEL
 
 ERRORS = ("strict", "replace", "skip")  # a row that does not decode: an error record, U+FFFD, or its bad bytes dropped
 SHOWN_CHARACTERS = 200  # of a failed row's text in its error record
@@ -179,17 +179,18 @@ def batched(rows: Iterator[Row], size: int) -> Iterator[list[Row]]:
         yield batch
 
 
-def predictions_or_errors(client: FeedbackClient, texts: list[str]) -> list:
-    """Each text's prediction, or its error message: what the server still refuses after the client's retries
-    fails these rows alone. A refused input is retried row by row (one row's refusal would otherwise fail all its
-    neighbours). ServerUnavailable is raised: no later batch can do better, so the run stops."""
+def predictions_or_errors(client: FeedbackClient, texts: list[str], tenant: str | None = None) -> list:
+    """Each text's prediction (with `tenant`, that tenant head's), or its error message: what the server still
+    refuses after the client's retries fails these rows alone. A refused input is retried row by row (one row's
+    refusal would otherwise fail all its neighbours). ServerUnavailable is raised: no later batch can do better, so
+    the run stops."""
     try:
-        return client.classify(texts)
+        return client.classify_tenant(texts, tenant) if tenant else client.classify(texts)
     except ServerUnavailable:
         raise
     except InvalidInput as error:
         if len(texts) > 1:
-            return [answer for text in texts for answer in predictions_or_errors(client, [text])]
+            return [answer for text in texts for answer in predictions_or_errors(client, [text], tenant)]
         return [f"refused by the server: {error}"]
     except ClientError as error:  # model not ready, timeout, overload: the cause, on each row of the batch
         return [f"{type(error).__name__}: {error}"] * len(texts)
@@ -210,7 +211,7 @@ def run_record(path: Path) -> Path:
 
 
 def what_is_scored(
-    client: FeedbackClient, source: Path, column: str, encoding: str, errors: str, truncate: bool
+    client: FeedbackClient, source: Path, column: str, encoding: str, errors: str, truncate: bool, tenant: str | None
 ) -> dict:
     """What decides an output's rows: resuming is only sound when all of it is the same."""
     with source.open("rb") as file:
@@ -222,7 +223,8 @@ def what_is_scored(
         "encoding": encoding,
         "errors": errors,
         "truncate": truncate,
-        "model": TEXT_MODEL,
+        "model": TENANT_MODEL if tenant else TEXT_MODEL,
+        "tenant": tenant,
         "labels": client.schema.class_names,
     }
 
@@ -250,14 +252,17 @@ def score_file(
     encoding: str = "utf-8",
     errors: str = "strict",
     truncate: bool = False,
+    tenant: str | None = None,
 ) -> Summary:
-    """Score every row of source into target, one line per row in input order; returns the target's counts."""
+    """Score every row of source into target, one line per row in input order; returns the target's counts. With
+    `tenant`, each row gets that tenant head's label (and the default one beside it)."""
     from tqdm import tqdm  # here, so that the rest of the CLI runs where only tritonclient and numpy are installed
 
     next(read_rows(source, column), None)  # a missing file, unknown format or column fails here, before target
     rows = read_rows(source, column, encoding, errors, client.max_text_bytes, truncate)
     summary = Summary()  # of the whole output file: with resume, the rows kept from before count too
-    scored, scored_with = what_is_scored(client, source, column, encoding, errors, truncate), run_record(target)
+    scored = what_is_scored(client, source, column, encoding, errors, truncate, tenant)
+    scored_with = run_record(target)
     if resume and target.exists():
         check_resume(scored_with, scored)
         drop_partial_line(target)
@@ -274,7 +279,7 @@ def score_file(
         # Only the rows that can be scored are sent; tee keeps each batch until its predictions come back.
         to_send, to_write = itertools.tee(batched(itertools.islice(rows, done, None), batch_size))
         sendable = ([row.text for row in batch if not row.error] for batch in to_send)
-        answered = client.classify_stream(sendable, lambda texts: predictions_or_errors(client, texts))
+        answered = client.classify_stream(sendable, lambda texts: predictions_or_errors(client, texts, tenant))
         try:
             for batch, predictions in zip(to_write, answered, strict=True):
                 answers = iter(predictions)

@@ -66,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "truncated; without it such a row is an error record. The server reads a comment whole (as windows of the "
         "encoder's length), so a cut comment is classified on its first 16 KiB.",
     )
+    classify.add_argument(
+        "--tenant",
+        help="answer in this tenant's own label set (its head, `feedback_tenant`), the default answer beside it",
+    )
     commands.add_parser("health", parents=[common], help="server and ensemble readiness")
     commands.add_parser("models", parents=[common], help="models in the repository with versions and states")
     args = parser.parse_args(argv)
@@ -109,13 +113,15 @@ def classify(client: FeedbackClient, args: argparse.Namespace) -> int:
             args.encoding,
             args.errors,
             args.truncate,
+            args.tenant,
         )
         print(f"{summary.line()} into {args.output}", file=sys.stderr)
         if summary.stopped:
             return ServerUnavailable.exit_code
         return ROWS_FAILED_EXIT_CODE if summary.failed else 0
     rows = []
-    for text, prediction in zip(args.texts, client.classify(args.texts), strict=True):
+    answers = client.classify_tenant(args.texts, args.tenant) if args.tenant else client.classify(args.texts)
+    for text, prediction in zip(args.texts, answers, strict=True):
         rows.append({"label": prediction.label, "p": f"{prediction.probabilities[prediction.label]:.2f}", "text": text})
         if args.format == "jsonl":
             rows[-1] = {"text": text, **prediction.as_dict()}

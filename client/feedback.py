@@ -27,7 +27,7 @@ import tritonclient.http as httpclient
 from client import predictions
 from client.admin import admin_headers
 from client.errors import SharedMemoryError, Timeout, translate
-from client.predictions import INBAND_OUTPUTS, SHM_OUTPUTS, Prediction, Schema
+from client.predictions import INBAND_OUTPUTS, SHM_OUTPUTS, Prediction, Schema, TenantPrediction
 from client.shm import Region, unique_prefix
 
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -69,7 +69,8 @@ class Slot:
                 part: Region(self.triton, f"{name}_{part}", client.shm, client.headers) for part in ("in", "out")
             }
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray], schema: Schema, headers, timeout) -> dict:
+    def infer(self, model: str, inputs: dict[str, np.ndarray], schema: Schema, headers, timeout, extra=()) -> dict:
+        """`extra`: outputs the model has beside the ensembles' common ones, always in the response."""
         tensors = []
         places = self.regions["in"].write(list(inputs.values())) if self.regions else None
         for i, (name, array) in enumerate(inputs.items()):
@@ -80,7 +81,8 @@ class Slot:
                 tensor.set_data_from_numpy(array)
             tensors.append(tensor)
 
-        outputs = [self.protocol.InferRequestedOutput(name) for name in INBAND_OUTPUTS]
+        inband = (*INBAND_OUTPUTS, *extra)
+        outputs = [self.protocol.InferRequestedOutput(name) for name in inband]
         shm_outputs = {}
         if self.regions:
             shapes = schema.output_shapes(len(next(iter(inputs.values()))))
@@ -97,7 +99,7 @@ class Slot:
             result = self.wait_for(model, tensors, outputs, headers, timeout)
         else:
             result = self.triton.infer(model, tensors, outputs=outputs, headers=headers)
-        answer = {name: result.as_numpy(name) for name in INBAND_OUTPUTS}
+        answer = {name: result.as_numpy(name) for name in inband}
         for name, offset in shm_outputs.items():
             answer[name] = self.regions["out"].read("FP32", shapes[name], offset)
         if not shm_outputs:
@@ -236,10 +238,10 @@ class FeedbackClient:
         finally:
             self.idle.put(slot)
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def infer(self, model: str, inputs: dict[str, np.ndarray], extra=()) -> dict[str, np.ndarray]:
         """One ensemble call with any number of rows (sent in chunks of the ensembles' max batch)."""
         parts = [
-            self._call(lambda slot, part=part: slot.infer(model, part, self.schema, self.headers, self.timeout))
+            self._call(lambda slot, part=part: slot.infer(model, part, self.schema, self.headers, self.timeout, extra))
             for part in predictions.chunks(inputs)
         ]
         return predictions.concat(parts)
@@ -248,6 +250,15 @@ class FeedbackClient:
         if not texts:
             return []
         return self.schema.predictions(self.infer(predictions.TEXT_MODEL, predictions.text_inputs(texts)))
+
+    def classify_tenant(self, texts: list[str], tenant: str) -> list[TenantPrediction]:
+        """`feedback_tenant`: each comment's label in the tenant's own label set (its head's), and the default one."""
+        if not texts:
+            return []
+        outputs = self.infer(
+            predictions.TENANT_MODEL, predictions.tenant_inputs(texts, tenant), predictions.TENANT_OUTPUTS
+        )
+        return self.schema.tenant_predictions(outputs, tenant)
 
     def classify_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """Pre-tokenized rows: PROBS [b,classes], LABEL [b,1] (bytes), MEMBER_PROBS [b,members,classes]."""

@@ -6,6 +6,10 @@ import numpy as np
 
 TEXT_MODEL = "feedback_text"
 IDS_MODEL = "feedback"
+TENANT_MODEL = (
+    "feedback_tenant"  # TEXT and TENANT in: the default answer and the tenant head's (python_backend/heads.py)
+)
+TENANT_OUTPUTS = ("TENANT_PROBS", "TENANT_LABEL", "TENANT_CLASSES")
 TOKENIZER_MODEL = "tokenizer"  # its config holds the longest comment the server takes (max_text_bytes)
 FUSE_MODEL = "fuse"  # its config names the classes (parameter class_names) and the members (inputs <member>_probs)
 MAX_BATCH = 64  # the ensembles' max_batch_size; longer inputs are sent in chunks of this many rows
@@ -29,6 +33,24 @@ class Prediction:
             "probabilities": self.probabilities,
             "members": self.members,
             "windows": self.windows,
+        }
+
+
+@dataclass(frozen=True)
+class TenantPrediction:
+    """A tenant head's answer, in the tenant's own label set, and the default models' answer beside it."""
+
+    tenant: str
+    label: str
+    probabilities: dict[str, float]
+    default: Prediction
+
+    def as_dict(self) -> dict:
+        return {
+            "tenant": self.tenant,
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "default": self.default.as_dict(),
         }
 
 
@@ -67,9 +89,30 @@ class Schema:
             )
         ]
 
+    def tenant_predictions(self, outputs: dict[str, np.ndarray], tenant: str) -> list[TenantPrediction]:
+        return [
+            TenantPrediction(
+                tenant,
+                label.decode(),
+                {name.decode(): float(p) for name, p in zip(names, probs, strict=True)},
+                default,
+            )
+            for label, probs, names, default in zip(
+                outputs["TENANT_LABEL"][:, 0],
+                outputs["TENANT_PROBS"],
+                outputs["TENANT_CLASSES"],
+                self.predictions(outputs),
+                strict=True,
+            )
+        ]
+
 
 def text_inputs(texts: list[str]) -> dict[str, np.ndarray]:
     return {"TEXT": np.array([[text.encode()] for text in texts], dtype=object).reshape(len(texts), 1)}
+
+
+def tenant_inputs(texts: list[str], tenant: str) -> dict[str, np.ndarray]:
+    return text_inputs(texts) | {"TENANT": np.full((len(texts), 1), tenant.encode(), dtype=object)}
 
 
 def id_inputs(input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ backends: only standard fields plus `parameters`, which the native backends igno
 
 from dataclasses import dataclass
 
+from export.features import FEATURES
 from python_backend.layout import parse_config
 
 MAX_BATCH_SIZE = 64  # comments per request, what the ensembles and the tokenizer take
@@ -15,6 +16,8 @@ MAX_ROWS = 256
 PREFERRED_BATCH_SIZES = (8, 16, 32)
 # What the members warm up on at load: the shapes of real traffic, a batch of short comments and one of windows.
 WARMUP_SHAPES = ((16, 24), (4, 256))
+HEAD_MEMORY_MB = 64  # tenant heads the fuse step holds: 18 KB for 12 classes, so 3,500 of the largest
+METRIC_TENANTS = 50  # tenants with Prometheus series of their own
 MAX_QUEUE_DELAY_US = 0  # lowest c=1 latency; a profile may give its members a delay (export.members.Profile)
 # A bounded queue (max_queue_size, a timeout, REJECT) refuses the excess at once under overload, but tritonserver 2.51
 # then turns off the batcher's prefetching, and its wait for a free instance can miss its wake-up and sleep 500 ms
@@ -43,6 +46,7 @@ class MemberSpec:
     instances: int = 1
     threads: int = 1
     queue_delay_us: int = MAX_QUEUE_DELAY_US
+    features: int = 0  # width of the EMBEDDING output (export/features.py); 0: the graph has none
 
 
 def tensor_line(name: str, data_type: str, dims: str, extra: str = "") -> str:
@@ -83,6 +87,7 @@ def member_config(spec: MemberSpec) -> str:
   }}"""
         for rows, length in WARMUP_SHAPES
     )
+    features = f",\n{tensor_line(FEATURES, 'TYPE_FP32', str(spec.features))}" if spec.features else ""
     text = f"""name: "{spec.name}"
 platform: "{spec.platform}"
 max_batch_size: {MAX_ROWS}
@@ -99,7 +104,7 @@ batch_input [
 ]
 output [
 {tensor_line(probs, "TYPE_FP32", str(len(spec.class_names)))},
-{tensor_line(errors, "TYPE_INT32", "1")}
+{tensor_line(errors, "TYPE_INT32", "1")}{features}
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES, delay_us=spec.queue_delay_us)}
@@ -118,26 +123,35 @@ model_warmup [
 
 
 def fuse_config(members: list[str], class_names: list[str], vocab_size: int, max_seq_len: int) -> str:
-    """The last step of both ensembles; it reads the members' input limits to word the errors of bad requests."""
+    """The last step of the ensembles; it reads the members' input limits to word the errors of bad requests. The
+    embedding's width is left open (-1): a transformer of another width still serves, and a tenant head refuses
+    features of a width it was not trained on."""
     probs = ",\n".join(tensor_line(f"{member}_probs", "TYPE_FP32", str(len(class_names))) for member in members)
     text = f"""# Written by export/. Combines one `<member>_probs` input per member; `input_errors` (a member's
 # INPUT_ERRORS) turns a request whose token ids the members had to repair into an error for that request alone;
 # `windows` (the tokenizer's WINDOWS; absent for token ids in) says which rows are windows of one comment, averaged
 # into one answer. combiner: "weighted_mean" (weights "member=w,...", missing members weigh 1) or "stacking"
-# (1/stacking.npz, fitted by export/ on a validation split).
+# (1/stacking.npz, fitted by export/ on a validation split). In `feedback_tenant`, `embedding` (the transformer's
+# EMBEDDING) and `tenant` (the tokenizer's ROW_TENANTS) give each comment its tenant head's answer as well
+# (TENANT_*: python_backend/heads.py, heads read from head__<tenant>.npz at the repository's root).
 name: "fuse"
 backend: "python"
 max_batch_size: {MAX_ROWS}
 input [
 {probs},
 {tensor_line("input_errors", "TYPE_INT32", "1")},
-{tensor_line("windows", "TYPE_INT32", "1", "optional: true")}
+{tensor_line("windows", "TYPE_INT32", "1", "optional: true")},
+{tensor_line("embedding", "TYPE_FP32", "-1", "optional: true")},
+{tensor_line("tenant", "TYPE_STRING", "1", "optional: true")}
 ]
 output [
 {tensor_line("PROBS", "TYPE_FP32", str(len(class_names)))},
 {tensor_line("LABEL", "TYPE_STRING", "1")},
 {tensor_line("MEMBER_PROBS", "TYPE_FP32", f"{len(members)}, {len(class_names)}")},
-{tensor_line("WINDOWS", "TYPE_INT32", "1")}
+{tensor_line("WINDOWS", "TYPE_INT32", "1")},
+{tensor_line("TENANT_PROBS", "TYPE_FP32", "-1")},
+{tensor_line("TENANT_LABEL", "TYPE_STRING", "1")},
+{tensor_line("TENANT_CLASSES", "TYPE_STRING", "-1")}
 ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {dynamic_batching()}
@@ -146,6 +160,10 @@ instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 {_parameter("weights", ",".join(f"{member}=1" for member in members))}
 {_parameter("vocab_size", vocab_size)}
 {_parameter("max_seq_len", max_seq_len)}
+# Tenant heads held in memory; beyond it the least recently used are dropped and read again when asked for.
+{_parameter("head_memory_mb", HEAD_MEMORY_MB)}
+# Tenants with Prometheus series of their own (the first ones answered); later ones count as "other".
+{_parameter("metric_tenants", METRIC_TENANTS)}
 """
     parse_config(text)
     return text

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 from export import datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
+from export.features import expose_features
 from export.members import (
     MAX_POSITIONS,
     PROFILES,
@@ -143,6 +144,8 @@ def stage_members(stage: Path, trained: Trained) -> None:
     ):
         (stage / name / "1").mkdir(parents=True)
         write_artifact(stage / name / "1" / filename)
+        # The transformer's sentence features, for the tenant heads of `feedback_tenant` (export/features.py).
+        features = expose_features(stage / name / "1" / filename) if name == "transformer" else 0
         spec = MemberSpec(
             name,
             platform,
@@ -153,6 +156,7 @@ def stage_members(stage: Path, trained: Trained) -> None:
             profile.instances if name == "transformer" else TEXTCNN_INSTANCES,
             profile.threads,
             profile.queue_delay_us,
+            features,
         )
         (stage / name / "config.pbtxt").write_text(member_config(spec))
 

@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from export.packing import Packing, attention
+from export.train import fit_logistic
 
 PACKAGE = "all_minilm_l6_v2"
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "all-MiniLM-L6-v2"
@@ -129,20 +130,7 @@ class SentenceClassifier(nn.Module):
             parts = [
                 self.embed(ids[i : i + batch_size], mask[i : i + batch_size]) for i in range(0, len(ids), batch_size)
             ]
-        features, target = torch.cat(parts).clone(), torch.from_numpy(labels)
-        weight = torch.zeros_like(self.head.weight, requires_grad=True)
-        bias = torch.zeros_like(self.head.bias, requires_grad=True)
-        optimizer = torch.optim.LBFGS([weight, bias], max_iter=300)
-
-        def closure():
-            optimizer.zero_grad()
-            # C=1 in scikit-learn's sum-of-losses form is 0.5 |w|^2 / n in this mean-loss form.
-            loss = nn.functional.cross_entropy(features @ weight.T + bias, target)
-            loss = loss + 0.5 * weight.square().sum() / len(features)
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
+        weight, bias = fit_logistic(torch.cat(parts).clone(), torch.from_numpy(labels), len(self.head.bias))
         with torch.no_grad():
             self.head.weight.copy_(weight)
             self.head.bias.copy_(bias)

@@ -22,6 +22,7 @@ from torch import nn
 from export import repository
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
+from export.features import expose_features
 from export.members import MAX_POSITIONS, RaggedInputs
 from export.train import predict
 from python_backend.inprocess import RAGGED_INPUTS
@@ -190,8 +191,18 @@ def export_pretrained(
         version_dir = stage / name / "1"
         version_dir.mkdir(parents=True)
         export_onnx(RaggedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
+        # Its classifier's input as EMBEDDING, which `feedback_tenant` reads from the transformer member (tenant
+        # heads trained on the old member's features must then be trained again: docs/tenants.md).
+        features = expose_features(version_dir / "model.onnx")
         spec = MemberSpec(
-            name, "onnxruntime_onnx", RAGGED_INPUTS, ("PROBS", "INPUT_ERRORS"), tuple(served), vocab_size, max_seq_len
+            name,
+            "onnxruntime_onnx",
+            RAGGED_INPUTS,
+            ("PROBS", "INPUT_ERRORS"),
+            tuple(served),
+            vocab_size,
+            max_seq_len,
+            features=features,
         )
         (stage / name / "config.pbtxt").write_text(member_config(spec))
         if member:

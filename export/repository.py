@@ -6,7 +6,14 @@ from pathlib import Path
 from server.launch import REPOSITORY
 
 COMMITTED = REPOSITORY
-COMMITTED_MODELS = ("feedback", "feedback_text", "feedback_routed", "tokenizer", "fuse")
+COMMITTED_MODELS = (
+    "feedback",
+    "feedback_text",
+    "feedback_tenant",
+    "feedback_routed",
+    "tokenizer",
+    "fuse",
+)
 # What export writes into those folders (git ignores them): a copy must not carry another run's.
 GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.pbtxt"}
 

@@ -69,3 +69,24 @@ def fit_stacking(stacked: np.ndarray, labels: np.ndarray, l2: float = 1e-2) -> t
 
     optimizer.step(closure)
     return coef.detach().numpy(), bias.detach().numpy()
+
+
+def fit_logistic(
+    features: torch.Tensor, target: torch.Tensor, classes: int, max_iter: int = 300
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression (weight [classes, width], bias [classes]) with scikit-learn's default strength
+    (C=1), by L-BFGS: the pretrained encoder's head, and each tenant's head (release/heads.py)."""
+    weight = torch.zeros(classes, features.shape[1], requires_grad=True)
+    bias = torch.zeros(classes, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], max_iter=max_iter)
+
+    def closure():
+        optimizer.zero_grad()
+        # C=1 in scikit-learn's sum-of-losses form is 0.5 |w|^2 / n in this mean-loss form.
+        loss = nn.functional.cross_entropy(features @ weight.T + bias, target)
+        loss = loss + 0.5 * weight.square().sum() / len(features)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weight.detach(), bias.detach()

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
+from export.features import expose_features
 from export.members import MAX_POSITIONS, SMALL_TRANSFORMER, RaggedInputs, TransformerClassifier
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import latest_version, read_config
@@ -76,6 +77,7 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
     (folder / "1").mkdir(parents=True)
     guarded = RaggedInputs(model, int(vocab), MAX_POSITIONS)
     export_onnx(guarded, folder / "1" / "model.onnx", parity_samples(ids, np.ones_like(ids)))
+    features = expose_features(folder / "1" / "model.onnx")
     spec = MemberSpec(
         "transformer",
         "onnxruntime_onnx",
@@ -84,6 +86,7 @@ def five_classes(repo: Path, destination: Path, config_says: int) -> Path:
         tuple(served_class_names(repo)[:config_says]),
         int(vocab),
         MAX_POSITIONS,
+        features=features,
     )
     (folder / "config.pbtxt").write_text(member_config(spec))
     return folder

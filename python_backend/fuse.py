@@ -51,14 +51,21 @@ def pool_windows(stacked: np.ndarray, windows: np.ndarray | None) -> tuple[np.nd
     comment's windows are consecutive rows. Without it (the `feedback` ensemble: token ids in) each row is a comment.
     Every window is as long as the encoder reads, so a token-weighted mean is the plain mean.
     """
-    rows = len(stacked)
+    starts = comment_starts(windows, len(stacked))
+    if starts is None:
+        return stacked, windows if windows is not None else np.ones((len(stacked), 1), np.int32)
+    return mean_over(stacked, starts, windows), windows.ravel()[starts][:, None]
+
+
+def comment_starts(windows: np.ndarray | None, rows: int) -> np.ndarray | None:
+    """The first row of each comment, from the tokenizer's WINDOWS; None when every row is a comment of its own."""
     if windows is None:
-        return stacked, np.ones((rows, 1), np.int32)
+        return None
     if windows.dtype != np.int32 or windows.shape != (rows, 1):
         raise BadRequest(f"windows: expected int32 [{rows}, 1], got {windows.dtype.name} {list(windows.shape)}")
     counts = windows.ravel()
     if (counts == 1).all():  # the common case: every comment fits one window
-        return stacked, windows
+        return None
     starts, row = [], 0
     while row < rows:
         count = int(counts[row])
@@ -66,9 +73,13 @@ def pool_windows(stacked: np.ndarray, windows: np.ndarray | None) -> tuple[np.nd
             raise BadRequest(f"windows: row {row} starts a comment of {count} windows, which the rows do not hold")
         starts.append(row)
         row += count
-    sizes = counts[starts]
-    pooled = np.add.reduceat(stacked, starts, axis=0) / sizes[:, None, None].astype(np.float32)
-    return pooled.astype(np.float32), sizes.astype(np.int32)[:, None]
+    return np.array(starts)
+
+
+def mean_over(rows: np.ndarray, starts: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """Each comment's rows (any trailing shape) averaged into one."""
+    sizes = windows.ravel()[starts].astype(np.float32).reshape(-1, *[1] * (rows.ndim - 1))
+    return (np.add.reduceat(rows, starts, axis=0) / sizes).astype(np.float32)
 
 
 def weighted_mean(stacked: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -124,7 +135,9 @@ class Fuse:
     """The fuse step as its config sets it up: what the Triton model and the in-process reference both run.
 
     Inputs are one `<member>_probs` per member, in config order, `input_errors` (see check_input_errors) and,
-    from the tokenizer, the optional `windows` (see pool_windows).
+    from the tokenizer, the optional `windows` (see pool_windows). With the optional `embedding` (the transformer's
+    sentence features, one row per window), the outputs end with FEATURES: each comment's features, its windows'
+    mean, to which the fuse model applies the tenant heads (python_backend/heads.py).
     """
 
     def __init__(self, inputs: list[str], parameters: dict[str, str], version_dir: str):
@@ -136,12 +149,21 @@ class Fuse:
 
     def stacked(self, named: dict[str, np.ndarray | None]) -> list[np.ndarray]:
         """Checks one request's inputs (BadRequest), stacks its members' probabilities and pools each comment's
-        windows: [comments, members, classes], and each comment's window count [comments, 1]."""
+        windows: [comments, members, classes], each comment's window count [comments, 1] and, given the embedding,
+        each comment's features [comments, width]."""
         check_input_errors(named["input_errors"], *self.limits)
         stacked = stack_members([named[name] for name in self.probs_inputs], len(self.class_names))
-        return list(pool_windows(stacked, named.get("windows")))
+        windows = named.get("windows")
+        pooled = list(pool_windows(stacked, windows))
+        embedding = named.get("embedding")
+        if embedding is None:
+            return pooled
+        if embedding.dtype != np.float32 or embedding.ndim != 2 or len(embedding) != len(stacked):
+            raise BadRequest(f"embedding: expected float32 [{len(stacked)}, width], got {list(embedding.shape)}")
+        starts = comment_starts(windows, len(stacked))
+        return [*pooled, embedding if starts is None else mean_over(embedding, starts, windows)]
 
-    def outputs(self, stacked: np.ndarray, windows: np.ndarray) -> list[np.ndarray]:
-        """PROBS, LABEL, MEMBER_PROBS and WINDOWS for a batch of pooled comments."""
+    def outputs(self, stacked: np.ndarray, windows: np.ndarray, *features: np.ndarray) -> list[np.ndarray]:
+        """PROBS, LABEL, MEMBER_PROBS and WINDOWS for a batch of pooled comments, and FEATURES when given."""
         probs = self.combine(stacked)
-        return [probs, labels(probs, self.class_names), stacked, windows]
+        return [probs, labels(probs, self.class_names), stacked, windows, *features]

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import torch
 
 from python_backend.fuse import Fuse
+from python_backend.heads import HeadCache, request_tenant
 from python_backend.layout import latest_version, read_config, served_tokenizer
 from python_backend.text import Windows, encode_windows
 
@@ -18,6 +19,7 @@ Rows = np.ndarray | list[np.ndarray]  # one request's [rows, width] array, or se
 Member = Callable[[Rows, Rows], list[np.ndarray]]
 # A member's graph inputs (export.members.RaggedInputs): ids and mask, and each row's length in each.
 OUTPUTS = ("PROBS", "LABEL", "MEMBER_PROBS", "WINDOWS")  # what both ensembles answer
+TENANT_OUTPUTS = ("TENANT_PROBS", "TENANT_LABEL", "TENANT_CLASSES")  # what `feedback_tenant` adds
 RAGGED_INPUTS = ("INPUT_IDS", "ATTENTION_MASK", "INPUT_IDS_LENGTHS", "ATTENTION_MASK_LENGTHS")
 
 
@@ -97,12 +99,16 @@ class RepositoryFuse(Fuse):
         super().__init__([t.name for t in config.input], parameters, str(latest_version(repository / "fuse")))
 
     def __call__(self, member_outputs: list[list[np.ndarray]], windows: np.ndarray | None = None) -> dict:
-        """Each member's [probs, input_errors], in member_names order; input_errors as the ensembles wire it, from
-        the first member; `windows` as the tokenizer gives it (None: a comment per row). Raises BadRequest as the
-        served fuse step answers an error."""
+        """Each member's [probs, input_errors] (the transformer's with its EMBEDDING), in member_names order;
+        input_errors as the ensembles wire it, from the first member; `windows` as the tokenizer gives it (None: a
+        comment per row). Raises BadRequest as the served fuse step answers an error. FEATURES, as `feedback_tenant`
+        hands them to the tenant heads, comes with the others when a member gave an EMBEDDING."""
         named = dict(zip(self.probs_inputs, (outputs[0] for outputs in member_outputs), strict=True))
-        stacked = self.stacked(named | {"input_errors": member_outputs[0][1], "windows": windows})
-        return dict(zip(OUTPUTS, self.outputs(*stacked), strict=True))
+        embedding = next((outputs[2] for outputs in member_outputs if len(outputs) > 2), None)
+        stacked = self.stacked(
+            named | {"input_errors": member_outputs[0][1], "windows": windows, "embedding": embedding}
+        )
+        return dict(zip((*OUTPUTS, "FEATURES"), self.outputs(*stacked), strict=False))
 
 
 class InProcessEnsemble:
@@ -131,4 +137,13 @@ class InProcessEnsemble:
         parts = [
             self.classify_ids(*self.tokenize(texts[i : i + per_request])) for i in range(0, len(texts), per_request)
         ]
-        return {name: np.concatenate([part[name] for part in parts]) for name in OUTPUTS}
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    def classify_tenant(self, texts: list[str], tenant: str, heads: HeadCache) -> dict[str, np.ndarray]:
+        """What `feedback_tenant` returns for these texts and TENANT: classify()'s answer and the tenant head's
+        TENANT_PROBS, TENANT_LABEL and TENANT_CLASSES (BadRequest as the served step refuses)."""
+        answer = self.classify(texts)
+        (result,) = heads.answer([(answer["FEATURES"], request_tenant(np.array([[tenant]], dtype=object)))])
+        if isinstance(result, Exception):
+            raise result
+        return answer | dict(zip(TENANT_OUTPUTS, result, strict=True))

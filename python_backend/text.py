@@ -110,6 +110,18 @@ def encode_windows(tokenizer: Tokenizer, rows: np.ndarray, windows: Windows) -> 
     return [*rectangular(split_rows), np.array(counts, np.int32)[:, None]]
 
 
+def rows_of(per_comment: np.ndarray, windows: np.ndarray) -> np.ndarray:
+    """A per-comment [comments, 1] input (TENANT) repeated for each of its comment's windows, as WINDOWS counts them:
+    [rows, 1], so that it travels with the rows through the members to the fuse step."""
+    counts, row = [], 0
+    while row < len(windows):
+        counts.append(int(windows[row, 0]))
+        row += counts[-1]
+    if per_comment.shape != (len(counts), 1):
+        raise BadRequest(f"TENANT: expected one per comment, [{len(counts)}, 1], got {list(per_comment.shape)}")
+    return np.repeat(per_comment, counts, axis=0)
+
+
 def encode(tokenizer: Tokenizer, rows: np.ndarray, max_tokens: int = Windows.tokens) -> tuple[np.ndarray, np.ndarray]:
     """INPUT_IDS and ATTENTION_MASK [rows, longest row] of each comment's first `max_tokens` tokens: what training
     and the accuracy gates read (a comment longer than that is served as windows)."""

@@ -1,4 +1,4 @@
-"""The one place that talks to triton_python_backend_utils: config parsing, and batched execute()."""
+"""The one place that talks to triton_python_backend_utils: config parsing, responses, and custom metrics."""
 
 import json
 from collections.abc import Callable
@@ -32,14 +32,18 @@ class ModelConfig:
 
 
 def respond(config: ModelConfig, result: list[np.ndarray] | Exception):
-    """A request's response: its outputs named as in the config, or its error (INVALID_ARG for a BadRequest)."""
+    """A request's response: its outputs named as in the config, or its error (INVALID_ARG for a BadRequest).
+
+    A result may stop short of the config's last outputs: those are the optional ones, which only some ensembles ask
+    for (the fuse step's FEATURES)."""
     from python_backend.errors import BadRequest
 
     if isinstance(result, Exception):
         code = pb_utils.TritonError.INVALID_ARG if isinstance(result, BadRequest) else pb_utils.TritonError.INTERNAL
         error = pb_utils.TritonError(f"{config.name}: {result}", code)
         return pb_utils.InferenceResponse(output_tensors=[], error=error)
-    tensors = [pb_utils.Tensor(name, array) for name, array in zip(config.outputs, result, strict=True)]
+    names = config.outputs[: len(result)]
+    tensors = [pb_utils.Tensor(name, array) for name, array in zip(names, result, strict=True)]
     return pb_utils.InferenceResponse(output_tensors=tensors)
 
 
@@ -62,13 +66,42 @@ def execute_each(requests: list, config: ModelConfig, compute: Callable[..., lis
     return responses
 
 
-def execute_batched(
-    requests: list,
-    config: ModelConfig,
-    parse: Callable[..., list[np.ndarray]],
-    compute: Callable[..., list[np.ndarray]],
-) -> list:
-    """One response per request: outputs named as in the config, or an error for that request alone."""
-    from python_backend.batching import run_batched
+class TenantMetrics:
+    """Prometheus counts of the tenant heads' answers, `feedback_tenant_comments_total{tenant,label}`, and the heads
+    held, `feedback_tenant_heads{what=held|bytes|reads}`. The first `named` tenants answered get series of their own
+    and later ones count as "other": the number of series stays bounded whatever the number of tenants."""
 
-    return [respond(config, result) for result in run_batched([inputs_of(r, config) for r in requests], parse, compute)]
+    OTHER = "other"
+
+    def __init__(self, named: int):
+        self.limit, self.named = named, set()
+        # The families are kept: a Metric fails once its family is gone.
+        self.comments = pb_utils.MetricFamily(
+            name="feedback_tenant_comments_total",
+            description="Comments answered by a tenant head, by tenant (or 'other') and label",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.heads = pb_utils.MetricFamily(
+            name="feedback_tenant_heads",
+            description="Tenant heads in memory (held), their bytes, and head files read since load (reads)",
+            kind=pb_utils.MetricFamily.GAUGE,
+        )
+        self.counters: dict[tuple[str, str], object] = {}
+        self.gauges = {what: self.heads.Metric(labels={"what": what}) for what in ("held", "bytes", "reads")}
+        self.last: dict[str, int] = {}
+
+    def count(self, tenant: str, labels: np.ndarray) -> None:
+        if tenant not in self.named and len(self.named) < self.limit:
+            self.named.add(tenant)
+        for label, times in zip(*np.unique(labels.ravel(), return_counts=True), strict=True):
+            key = (tenant, label.decode()) if tenant in self.named else (self.OTHER, self.OTHER)
+            if key not in self.counters:
+                self.counters[key] = self.comments.Metric(labels={"tenant": key[0], "label": key[1]})
+            self.counters[key].increment(int(times))
+
+    def held(self, heads: int, nbytes: int, reads: int) -> None:
+        """The gauges, sent only when they change (each call is a message to tritonserver)."""
+        for what, value in (("held", heads), ("bytes", nbytes), ("reads", reads)):
+            if self.last.get(what) != value:
+                self.gauges[what].set(value)
+                self.last[what] = value

@@ -3,6 +3,10 @@
     python -m release.deploy [--repository DIR] [--server HOST:PORT] deploy MODEL SOURCE [--tenant ID]
                                                                     [--min-accuracy A] [--max-drop D]
     python -m release.deploy [--repository DIR] [--server HOST:PORT] rollback MODEL [VERSION]
+    python -m release.deploy [--repository DIR] [--server HOST:PORT] tenant add|replace|remove|list ...
+
+`tenant` manages a customer's own head over the shared members (release/heads.py), the light way to give a tenant
+its own model and label set; --tenant below deploys a whole member of its own.
 
 SOURCE is a model folder as the exporter writes one: config.pbtxt beside numbered version folders (the highest is
 taken). The candidate is copied into a staging folder beside the repository, checked there (release/gates.py), and
@@ -35,7 +39,7 @@ from tritonclient.utils import InferenceServerException
 from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
-from release import canary, staging
+from release import canary, heads, staging
 from release.gates import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from release.live import make_live
 from server.backends import precompile
@@ -229,10 +233,13 @@ def main() -> None:
     back = commands.add_parser("rollback", help="serve an earlier version of MODEL again")
     back.add_argument("model")
     back.add_argument("version", type=int, nargs="?")
+    heads.add_commands(commands.add_parser("tenant", help="a tenant's own head over the shared members (add|...)"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     try:
-        if args.command == "deploy":
+        if args.command == "tenant":
+            print("\n".join(heads.run(args)))
+        elif args.command == "deploy":
             deploy(
                 args.repository,
                 args.model,
@@ -245,8 +252,8 @@ def main() -> None:
             )
         else:
             rollback(args.repository, args.model, args.version, args.server, args.admin_key)
-    except Rejected as error:
-        sys.exit(f"{args.command} {args.model}: refused: {error}")
+    except (Rejected, BadRequest) as error:
+        sys.exit(f"{args.command} {getattr(args, 'model', None) or getattr(args, 'tenant', '')}: refused: {error}")
 
 
 if __name__ == "__main__":

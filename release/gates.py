@@ -44,13 +44,14 @@ def spec(tensor) -> Spec:
     return tensor.data_type, tuple(tensor.dims)
 
 
-def fits(have: Spec, wanted: Spec) -> bool:
-    """Same dtype and rank, and every dim the ensembles fix (not -1) is the same."""
+def fits(have: Spec, wanted: Spec, is_input: bool = False) -> bool:
+    """Same dtype and rank, and every dim the ensembles fix (not -1) is the same; an input may also take any size
+    (-1) where the ensembles hand it a fixed one."""
     (have_type, have_dims), (wanted_type, wanted_dims) = have, wanted
     return (
         have_type == wanted_type
         and len(have_dims) == len(wanted_dims)
-        and all(w in (-1, h) for h, w in zip(have_dims, wanted_dims, strict=True))
+        and all(w in (-1, h) or (is_input and h == -1) for h, w in zip(have_dims, wanted_dims, strict=True))
     )
 
 
@@ -99,7 +100,7 @@ def check_interface(config: model_config_pb2.ModelConfig, repo: Path, role: str)
                 raise Rejected(
                     f"{kind} '{name}' is missing: the ensembles using {role} need it, config has {sorted(have)}"
                 )
-            if not fits(have[name], wanted):
+            if not fits(have[name], wanted, is_input=kind == "input"):
                 raise Rejected(f"{kind} '{name}' is {describe(have[name])}, the ensembles expect {describe(wanted)}")
     if config.max_batch_size < batch:
         raise Rejected(f"max_batch_size {config.max_batch_size} is below the ensembles' {batch}")

@@ -25,15 +25,18 @@ from tritonclient.utils import InferenceServerException
 
 from client import FeedbackClient
 from python_backend.errors import BadRequest
-from python_backend.inprocess import OUTPUTS
+from python_backend.heads import HeadCache, request_tenant
 from python_backend.layout import read_config
 from python_backend.tenants import check_tenant
-from python_backend.text import decode_rows, encode_windows
+from python_backend.text import decode_rows, encode_windows, rows_of
 from server import probe
 from tests.conftest import REPOSITORY
 from tests.test_client import TEXTS, as_arrays, assert_same
 
-MODELS = ("feedback_text", "feedback", "feedback_routed", "tokenizer", "transformer", "textcnn", "fuse")
+MODELS = (
+    *("feedback_text", "feedback", "feedback_routed", "feedback_tenant"),
+    *("tokenizer", "transformer", "textcnn", "fuse"),
+)
 TRITON_TYPES = {"TYPE_INT64": "INT64", "TYPE_INT32": "INT32", "TYPE_FP32": "FP32", "TYPE_STRING": "BYTES"}
 DTYPES = ["BOOL", "INT8", "INT32", "INT64", "UINT64", "FP16", "FP32", "FP64", "BYTES"]
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -60,6 +63,7 @@ class Models:
         self.vocab = int(self.configs["transformer"].parameters["vocab_size"].string_value)
         self.max_bytes = int(self.configs["tokenizer"].parameters["max_text_bytes"].string_value)
         self.classes = len(reference.fuse.class_names)
+        self.width = next(t.dims[0] for t in self.configs["transformer"].output if t.name == "EMBEDDING")
 
     def inputs(self, model: str) -> list[tuple[str, str, list[int], bool]]:
         """(name, dtype, dims, optional) per input."""
@@ -81,6 +85,12 @@ class Models:
                 arrays[name] = (np.arange(seq) < lengths).astype(np.int64)
             elif name.endswith("_probs"):
                 arrays[name] = rng.dirichlet(np.ones(self.classes), batch).astype(np.float32)
+            elif name == "embedding":  # the sentence features, optional: sent half the time
+                if rng.random() < 0.5:
+                    arrays[name] = rng.standard_normal((batch, self.width)).astype(np.float32)
+            elif name == "tenant":  # optional; a tenant the session's repository has no head for
+                if rng.random() < 0.3:
+                    arrays[name] = np.array([[b"initech"]] * batch, dtype=object)
             else:  # input_errors
                 arrays[name] = np.zeros((batch, 1), np.int32)
         return arrays
@@ -150,9 +160,14 @@ class Models:
             if model == "tokenizer":
                 rows = decode_rows(arrays["TEXT"], self.max_bytes)
                 tokenized = encode_windows(reference.tokenizer, rows, reference.windows)
-                return dict(zip(("INPUT_IDS", "ATTENTION_MASK", "WINDOWS"), tokenized, strict=True))
+                if "TENANT" in arrays:  # handed on to each window's row
+                    tokenized.append(rows_of(arrays["TENANT"], tokenized[2]))
+                return dict(zip(self.outputs(model), tokenized, strict=False))
             if model == "feedback_text":
                 return reference.classify(list(decode_rows(arrays["TEXT"], self.max_bytes)))
+            if model == "feedback_tenant":  # the session's repository has no head: all refused
+                texts = list(decode_rows(arrays["TEXT"], self.max_bytes))
+                return reference.classify_tenant(texts, request_tenant(arrays["TENANT"]), HeadCache(REPOSITORY, 2**20))
             if model == "feedback_routed" and "TENANT" in arrays:
                 tenants = {value.decode("utf-8", "replace") for value in arrays["TENANT"].ravel()}
                 if len(tenants) != 1:
@@ -166,10 +181,12 @@ class Models:
             if model in ("transformer", "textcnn"):
                 member = reference.members[reference.fuse.member_names.index(model)]
                 ids, mask = (arrays[name] for name, *_ in self.inputs(model))
-                probs, errors = member(ids, mask)
-                return dict(zip(self.outputs(model), (probs, errors), strict=True))
-            stacked = reference.fuse.stacked(arrays)  # fuse
-            return dict(zip(OUTPUTS, reference.fuse.outputs(*stacked), strict=True))
+                return dict(zip(self.outputs(model), member(ids, mask), strict=True))
+            outputs = reference.fuse.outputs(*reference.fuse.stacked(arrays))  # fuse, then the heads as it runs them
+            (answer,) = HeadCache(REPOSITORY, 2**20).with_tenant_answers([outputs], [arrays.get("tenant")])
+            if isinstance(answer, BadRequest):
+                raise answer
+            return dict(zip(self.outputs(model), answer, strict=False))
         except BadRequest as error:  # a clear refusal; any other exception is the reference crashing: a failure
             raise Refuse(str(error)) from None
 
@@ -275,8 +292,11 @@ def check_one(rng, protocol, triton, models: Models, model: str, region: bytes) 
         assert expected == "refuse", f"{model} {kind} {shapes}: refused ({message}), in-process answers"
         return "refused"
     assert expected != "refuse", f"{model} {kind} {shapes}: answered, but in-process refuses it"
-    for name, value in expected.items():
-        got = served.as_numpy(name)
+    for name in models.outputs(model):  # the in-process answer may hold more (FEATURES, which only fuse gives out)
+        got, value = served.as_numpy(name), expected.get(name)
+        if value is None:  # an output the request did not make (fuse's FEATURES without the embedding)
+            assert got is None, (model, kind, shapes, name)
+            continue
         if value.dtype == object:
             assert got.tolist() == value.tolist(), (model, kind, shapes, name)
         else:

@@ -206,6 +206,7 @@ def test_nothing_reloads_after_start(server):
     assert set(loads) == {
         "feedback",
         "feedback_text",
+        "feedback_tenant",
         "feedback_routed",
         "tokenizer",
         "transformer",

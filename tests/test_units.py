@@ -14,6 +14,7 @@ from python_backend.fuse import labels, make_combiner, stack_members, weighted_m
 from python_backend.inprocess import RAGGED_INPUTS
 from python_backend.layout import parse_config
 from python_backend.text import decode_rows
+from release.gates import fits
 
 pytestmark = pytest.mark.unit
 
@@ -312,3 +313,18 @@ def test_pretrained_files_that_differ_from_the_pinned_hashes_stop_export(tmp_pat
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(SystemExit, match=r"model\.safetensors: sha256 missing"):
         minilm.verified(tmp_path)  # a failure is not cached: the check runs again
+
+
+@pytest.mark.parametrize(
+    "have, wanted, is_input, ok",
+    [
+        ((1, (384,)), (1, (384,)), False, True),
+        ((1, (32,)), (1, (384,)), False, False),  # an output the ensembles read as 384 wide
+        ((1, (32,)), (1, (-1,)), False, True),  # one they read at any width
+        ((1, (-1,)), (1, (384,)), True, True),  # an input that takes any width is handed 384
+        ((1, (-1,)), (1, (384,)), False, False),  # an output of any width where 384 is expected
+        ((2, (384,)), (1, (384,)), True, False),  # another dtype
+    ],
+)
+def test_the_interface_gate_lets_an_input_take_any_size(have, wanted, is_input, ok):
+    assert fits(have, wanted, is_input) is ok
