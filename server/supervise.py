@@ -8,8 +8,9 @@ stops, it reaps at once), as does a model the canary names ("Stub process 'fuse_
 touches such a model's version folders: poll mode sees a changed version and loads the model again with a new stub,
 and the ensembles that use it follow, while the other models keep serving. (Touching config.pbtxt is not enough:
 Triton applies an unchanged config in place and keeps the dead stub.) In explicit model-control mode it then asks
-the repository API to load the model, which reloads the touched model in the same way. If the model is
-not back within `heal_timeout`, or the repository is read-only, the whole server is restarted, as it is when every
+the repository API to load the model, which reloads the touched model in the same way; in a read-only repository
+(the image's) it unloads and loads the model, then the ensembles that run it. If the model is not back within
+`heal_timeout`, or the repository is read-only in poll mode, the whole server is restarted, as it is when every
 canary times out `hung_probes` probes in a row with no heal under way (alive but hung). If tritonserver exits on
 its own, it is started again after removing the stub regions it left in /dev/shm (a killed server cannot), after a
 back-off that doubles with each start that never became ready.
@@ -131,22 +132,29 @@ class Supervisor:
             for version in (self.repository / model).iterdir():
                 if version.name.isdigit():
                     os.utime(version)
+            touched = True
         except OSError as error:
-            return self.restart(f"cannot ask {model} to reload ({error})")
+            if self.poll:
+                return self.restart(f"cannot ask {model} to reload ({error})")
+            touched = False  # a read-only repository, as in the image
         if not self.poll:
             # In its own thread, so that a stop signal is still seen within a second while a big model loads.
-            threading.Thread(target=self.load, args=(model,), daemon=True).start()
+            threading.Thread(target=self.reload, args=(model, touched), daemon=True).start()
 
-    def load(self, model: str) -> None:
-        """Explicit mode: ask the repository API (with the admin key) to load the touched model, which it then
-        reloads as a poll would, the old version serving until the new one is ready. An unload first would take
-        the ensembles that run it down with it, and their callers would see "no available versions" until they
-        were loaded again."""
-        request = urllib.request.Request(
-            f"{self.url}/v2/repository/models/{model}/load", data=b"{}", headers=self.admin, method="POST"
-        )
+    def reload(self, model: str, touched: bool) -> None:
+        """Explicit mode, through the repository API (with the admin key). A touched model is loaded again, which
+        reloads it as a poll would: the old version serves until the new one is ready. In a read-only repository a
+        load alone would keep the dead stub, so the model is unloaded first; that takes the ensembles that run it
+        down with it, so they are loaded again after it, and their callers see "no available versions" meanwhile."""
+        steps = [("load", model)]
+        if not touched:
+            steps = [("unload", model), *steps, *(("load", e) for e in ensembles_using(self.repository, model))]
         try:
-            urllib.request.urlopen(request, timeout=self.heal_timeout).close()
+            for action, name in steps:
+                request = urllib.request.Request(
+                    f"{self.url}/v2/repository/models/{name}/{action}", data=b"{}", headers=self.admin, method="POST"
+                )
+                urllib.request.urlopen(request, timeout=self.heal_timeout).close()
         except OSError as error:  # HTTPError included: refused, or the model does not load; the timeout acts then
             self.say(f"{model}: reload failed ({error}); the server is restarted if it is not back in time")
 
@@ -235,6 +243,16 @@ class Supervisor:
                 signal.signal(sig, handler)
         self.say(f"stopped on {signal.Signals(self.signalled).name}")
         return 0
+
+
+def ensembles_using(repository: Path, model: str) -> list[str]:
+    """The ensembles in the repository with a step that runs `model`."""
+    found = []
+    for config in sorted(repository.glob("*/config.pbtxt")):
+        text = config.read_text()
+        if 'platform: "ensemble"' in text and f'model_name: "{model}"' in text:
+            found.append(config.parent.name)
+    return found
 
 
 class StartFailed(RuntimeError):

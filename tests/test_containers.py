@@ -180,7 +180,8 @@ def test_admin_endpoints_refuse_a_caller_without_the_key(stack):
 
 
 def test_a_killed_stub_is_detected_by_the_healthcheck(stack):
-    """kill -9 fuse's stub: the healthcheck fails at once; the supervisor then reloads fuse and it turns healthy."""
+    """kill -9 fuse's stub: the healthcheck fails at once; the supervisor then reloads fuse (the repository is
+    read-only: unload and load through the repository API) and it turns healthy, in the same tritonserver."""
     server = stack.tritonserver_pid()
     stubs = [
         int(pid)
@@ -194,3 +195,4 @@ def test_a_killed_stub_is_detected_by_the_healthcheck(stack):
     timed("healthcheck after the kill", time.monotonic() - start)
     assert detected.returncode != 0, f"a dead stub passed the healthcheck: {detected.stdout}"
     timed("healthy again (supervisor reloaded fuse)", wait_healthy(stack, 120))
+    assert stack.tritonserver_pid() == server, "the supervisor restarted tritonserver instead of reloading fuse"
