@@ -4,7 +4,7 @@ The server is started with `--{grpc,http}-restricted-...=<apis>:triton-admin-key
 side checks the header under a fixed prefix, so the name a client sends depends on the protocol.
 """
 
-ADMIN_HEADER = "triton-admin-key"
+from conventions import ADMIN_HEADER
 
 
 def admin_headers(protocol: str, admin_key: str) -> dict[str, str]:

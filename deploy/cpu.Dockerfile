@@ -20,7 +20,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /srv/feedback
 # The wheels change least, so they come first and their layer is reused while the code changes.
-COPY Makefile pyproject.toml requirements.txt requirements-no-deps.txt ./
+COPY Makefile pyproject.toml requirements.txt requirements-no-deps.txt conventions.py ./
 COPY client client
 RUN make venv PYTHON=python3 && rm -rf /root/.cache/pip
 # Only what the backends' build runs, so that changing the rest of server/ does not rebuild them.
@@ -33,7 +33,7 @@ FROM python
 WORKDIR /srv/feedback
 COPY --from=build /srv/feedback/.venv .venv
 COPY --from=build /srv/feedback/build/native build/native
-COPY pyproject.toml ./
+COPY pyproject.toml conventions.py ./
 COPY client client
 COPY server server
 COPY python_backend python_backend

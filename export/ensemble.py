@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from conventions import CANARY_FILE
 from export import datasets, evaluate, minilm, repository
 from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
@@ -35,7 +36,6 @@ from release.gates import accuracy
 from release.live import Live
 from release.parity import parity_samples
 from server.backends import precompile
-from server.probe import CANARY_FILE
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from conventions import REPOSITORY
 from export import datasets
 from python_backend.inprocess import InProcessEnsemble
-from server.launch import REPOSITORY
 
 DATA = Path(__file__).parent / "data"
 HANDWRITTEN = DATA / "handwritten_eval.csv"

@@ -3,7 +3,7 @@
 import shutil
 from pathlib import Path
 
-from server.launch import REPOSITORY
+from conventions import REPOSITORY
 
 COMMITTED = REPOSITORY
 COMMITTED_MODELS = (

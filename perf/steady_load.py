@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from conventions import REPOSITORY
 from python_backend.layout import parse_config
 from release.gates import held_out, load_runner
-from server.launch import REPOSITORY
 
 TRANSFORMER_COLUMN = 0  # MEMBER_PROBS[:, 0] is the transformer's answer
 LOAD_ROWS = 4  # rows per request of the steady load

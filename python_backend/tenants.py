@@ -16,7 +16,6 @@ from python_backend.errors import BadRequest
 # separates a model name from its tenant, so a tenant id cannot name another tenant's or another kind of model.
 TENANT_ID = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 SEPARATOR = "__"
-MAPPING = "tenants.json"
 
 
 def check_tenant(tenant: str) -> str:

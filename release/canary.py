@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from conventions import CANARY_FILE, tenant_canary_file
 from python_backend.inprocess import InProcessEnsemble
 from release import staging
-from server.probe import CANARY_FILE, tenant_canary_file
 
 CANDIDATES = 300  # held-out comments to choose from: enough for every class, quick even for the accurate profile
 # A borderline row still wins by this much: 2,000 times the 1e-5 by which a served answer may differ from the

@@ -36,15 +36,14 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.utils import InferenceServerException
 
+from conventions import REPOSITORY, TENANTS_FILE, tenant_canary_file
 from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
-from python_backend.tenants import MAPPING, SEPARATOR, read_mapping, tenant_model
+from python_backend.tenants import SEPARATOR, read_mapping, tenant_model
 from release import canary, heads, staging
 from release.gates import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
 from release.live import make_live
 from server.backends import precompile
-from server.launch import REPOSITORY
-from server.probe import tenant_canary_file
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +108,22 @@ def deploy(
                     (model_dir / "config.pbtxt").unlink()
                     model_dir.rmdir()
                 unregister_tenant(repo, ensembles)
-                if tenant in read_mapping(repo / MAPPING):  # its canary, from the models that serve it again
+                if tenant in read_mapping(repo / TENANTS_FILE):  # its canary, from the models that serve it again
                     write_tenant_canary(repo, tenant)
                 elif tenant:
                     (repo / tenant_canary_file(tenant)).unlink(missing_ok=True)
             raise Rejected(f"the server did not serve version {version} ({error}); it was moved out again") from None
     if tenant:  # only now may requests be routed to the tenant's ensembles (at once in poll mode without --server)
         with staging.locked(repo), staging.staging(repo) as stage:
-            mapping = read_mapping(repo / MAPPING)
+            mapping = read_mapping(repo / TENANTS_FILE)
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
-            staging.replace_file(stage, repo / MAPPING, json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+            staging.replace_file(stage, repo / TENANTS_FILE, json.dumps(mapping, indent=2, sort_keys=True) + "\n")
     return version
 
 
 def tenant_members(repo: Path, tenant: str, member: str | None = None) -> dict[str, str]:
     """Each member the tenant replaces (those in tenants.json, and `member`) and the tenant's model for it."""
-    replaced = set(read_mapping(repo / MAPPING).get(tenant, [])) | ({member} if member else set())
+    replaced = set(read_mapping(repo / TENANTS_FILE).get(tenant, [])) | ({member} if member else set())
     return {name: tenant_model(name, tenant) for name in sorted(replaced)}
 
 

@@ -33,6 +33,7 @@ import os  # noqa: E402
 import secrets  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from conventions import REPOSITORY  # noqa: E402
 from server import ROOT  # noqa: E402
 from server.backends import environment, prepare  # noqa: E402
 from server.flags import Ports, command, restriction_flags  # noqa: E402
@@ -54,7 +55,7 @@ def admin_key(build: Path) -> str:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    repository = Path(os.environ.get("MODEL_REPOSITORY", ROOT / "model_repository")).resolve()
+    repository = Path(os.environ.get("MODEL_REPOSITORY", REPOSITORY)).resolve()
     ports = Ports(
         int(os.environ.get("HTTP_PORT", 8000)),
         int(os.environ.get("GRPC_PORT", 8001)),

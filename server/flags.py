@@ -6,7 +6,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from client.admin import ADMIN_HEADER
+from conventions import ADMIN_HEADER
 from server.backends import TRITON
 
 # Endpoints that load code, map memory into the server or change what it writes: callers need the admin key.

@@ -18,8 +18,6 @@ from server.backends import environment, prepare
 from server.flags import Ports, command
 from server.processes import stop
 
-REPOSITORY = ROOT / "model_repository"  # the checkout's: what `make serve` serves and `make export` writes
-
 
 def ports_in_use(ports: Ports, bind: str) -> list[str]:
     """Which of the server's ports something else already listens on, e.g. ["gRPC 8001"]."""

@@ -11,7 +11,8 @@ a model that serves wrong answers fails too.
 
     python -m server.probe [--url http://127.0.0.1:8000] [--repository DIR] [--timeout 3]  # exit 0 ready, 1 not
 
-Standard library only (JSON over HTTP), so it runs as an exec probe in any image that has python3.
+Standard library and conventions.py only (JSON over HTTP), so it runs as an exec probe in any image that has
+python3 and those two files.
 """
 
 import argparse
@@ -26,16 +27,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-# Beside this file's folder as in the repository and in the image (/srv/feedback); MODEL_REPOSITORY overrides.
-REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY") or Path(__file__).resolve().parents[1] / "model_repository")
-CANARY_FILE = "canary.json"  # written by export: texts, their token ids and mask, and the labels served for them
-TENANTS_FILE = "tenants.json"  # python_backend/tenants.py's mapping (the probe cannot import it: stdlib only)
+import conventions
+from conventions import CANARY_FILE, TENANTS_FILE, tenant_canary_file
+
+REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY") or conventions.REPOSITORY)
 UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)(?:_\d+)+' is not healthy")  # instance <model>_<group>_<n>
-
-
-def tenant_canary_file(tenant: str) -> str:
-    """A tenant's canary, as CANARY_FILE, from the tenant's own models (release/canary.py)."""
-    return f"canary__{tenant}.json"
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from client.admin import admin_headers
+from conventions import ADMIN_HEADER
 from server import ROOT, probe
 from server.flags import Ports, region_prefix
 from server.processes import (
@@ -67,7 +67,7 @@ class Supervisor:
         self.poll, self.log = poll, log
         self.prefix = region_prefix(argv) or ""  # its stub regions' names start so (none for a stand-in server)
         self.url = f"http://127.0.0.1:{ports.http}"
-        self.admin = {"Content-Type": "application/json"} | (admin_headers("http", admin_key) if admin_key else {})
+        self.admin = {"Content-Type": "application/json"} | ({ADMIN_HEADER: admin_key} if admin_key else {})
         self.signalled = 0  # the stop signal's number, set by the handler: the only thing the handler does
         self.process: subprocess.Popen | None = None
         self.reaper: subprocess.Popen | None = None

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 
 from client.admin import admin_headers
+from conventions import REPOSITORY
 from python_backend.inprocess import InProcessEnsemble
-from server import ROOT
 from server.launch import Running, serving
 from server.processes import mapped_shm_regions
 
-REPOSITORY = ROOT / "model_repository"
 POLL_SECS = 1  # short, so that a spurious reload would show up within the session
 
 

@@ -13,10 +13,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from conventions import TENANTS_FILE
 from perf import candidates
 from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
 from python_backend.errors import BadRequest
-from python_backend.tenants import MAPPING, TenantTable, check_tenant
+from python_backend.tenants import TenantTable, check_tenant
 from release.deploy import deploy
 from release.gates import Rejected, held_out
 from server import probe
@@ -40,13 +41,13 @@ def test_invalid_tenant_ids_are_refused(tenant):
 
 
 def test_tenant_table_follows_the_file(tmp_path):
-    table = TenantTable(tmp_path / MAPPING)
+    table = TenantTable(tmp_path / TENANTS_FILE)
     assert table.ensemble("feedback", "acme") == "feedback"  # no file: everyone gets the default
-    (tmp_path / MAPPING).write_text(json.dumps({"acme": ["transformer"]}))
+    (tmp_path / TENANTS_FILE).write_text(json.dumps({"acme": ["transformer"]}))
     assert table.ensemble("feedback", "acme") == "feedback__acme"
     assert table.ensemble("feedback", "globex") == "feedback"
     assert table.ensemble("feedback", "") == "feedback"
-    (tmp_path / MAPPING).write_text(json.dumps({}))
+    (tmp_path / TENANTS_FILE).write_text(json.dumps({}))
     assert table.ensemble("feedback", "acme") == "feedback"
 
 
@@ -71,7 +72,7 @@ def tenants(server, repo, tmp_path_factory):
             deploy(repo, "transformer", source, server=server.http_url, tenant=tenant, admin_key=server.admin_key) == 1
         )
         expected[tenant] = answers(source, "1")
-    assert json.loads((repo / MAPPING).read_text()) == {"acme": ["transformer"], "globex": ["transformer"]}
+    assert json.loads((repo / TENANTS_FILE).read_text()) == {"acme": ["transformer"], "globex": ["transformer"]}
     with httpclient.InferenceServerClient(server.http_url) as client:
         for tenant in SHIFTS:
             for model in (f"transformer__{tenant}", f"feedback__{tenant}", f"feedback_text__{tenant}"):
@@ -150,7 +151,7 @@ def test_malformed_tenant_id_gets_a_clear_error(server, tenants):
 
 
 def test_mapping_is_reloaded_without_a_restart(server, repo, tenants):
-    mapping_file: Path = repo / MAPPING
+    mapping_file: Path = repo / TENANTS_FILE
     original = mapping_file.read_text()
     try:
         mapping_file.write_text(json.dumps({"globex": ["transformer"]}))

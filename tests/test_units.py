@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conventions import CANARY_FILE, TENANTS_FILE
 from export import corpus
 from export.configs import MemberSpec, member_config
 from export.members import DEFAULT_PROFILE, PROFILES, SMALL_TRANSFORMER, TextCNN, TransformerClassifier
@@ -198,9 +199,9 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
         "attention_mask": [[1, 1], [1, 0]],
         "labels": ["x", "y"],
     }
-    (tmp_path / probe.CANARY_FILE).write_text(json.dumps(canary))
+    (tmp_path / CANARY_FILE).write_text(json.dumps(canary))
     assert [c.name for c in probe.canaries(tmp_path)] == ["feedback_text", "feedback", "feedback_routed"]
-    (tmp_path / probe.TENANTS_FILE).write_text(json.dumps({"acme": ["transformer"]}))
+    (tmp_path / TENANTS_FILE).write_text(json.dumps({"acme": ["transformer"]}))
     with pytest.raises(FileNotFoundError, match="canary__acme.json"):  # a tenant without its own canary
         probe.canaries(tmp_path)
     (tmp_path / "canary__acme.json").write_text(json.dumps(canary | {"labels": ["y", "x"]}))

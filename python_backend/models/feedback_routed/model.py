@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from conventions import TENANTS_FILE
 from python_backend.errors import BadRequest
-from python_backend.tenants import MAPPING, TenantTable
+from python_backend.tenants import TenantTable
 from python_backend.triton_glue import ModelConfig
 
 
@@ -18,7 +19,7 @@ class TritonPythonModel:
         self.config = ModelConfig(args)
         self.base = self.config.parameter("ensemble")
         self.forwarded = [name for name in self.config.inputs if name != "TENANT"]
-        self.table = TenantTable(Path(args["model_repository"]).parent / MAPPING)
+        self.table = TenantTable(Path(args["model_repository"]).parent / TENANTS_FILE)
 
     async def execute(self, requests):
         return await asyncio.gather(*(self.route(request) for request in requests))
