@@ -23,6 +23,7 @@ from pathlib import Path
 
 from export import evaluate
 from export.members import DEFAULT_PROFILE
+from harness import triton_stats
 from perf import (
     floors,
     inprocess_limit,
@@ -31,7 +32,6 @@ from perf import (
     repositories,
     runs,
     servers,
-    triton_stats,
     workload,
     wrk,
 )

@@ -4,7 +4,7 @@
                               [--output perf/results/model_swap]      (make bench-swap)
 
 Starts its own tritonserver on a copy of model_repository/ (poll mode every 5 s as `make serve` runs, or explicit),
-runs closed-loop gRPC clients (batch 4) for the whole time, deploys a new version (perf/candidates.py: visibly
+runs closed-loop gRPC clients (batch 4) for the whole time, deploys a new version (harness/candidates.py: visibly
 different answers, same accuracy) at 1/3 of the time and rolls back at 2/3. Prints failed requests, p50/p99 latency
 in steady state and in each swap window (from the command until one second after the first answer of the new
 version), and each swap's delay: command to first answer of the new version (poll wait + load + warm-up). Writes
@@ -20,9 +20,17 @@ from pathlib import Path
 import numpy as np
 import tritonclient.http as httpclient
 
-from perf import candidates
+from harness import candidates
+from harness.steady_load import (
+    LOAD_ROWS,
+    TRANSFORMER_COLUMN,
+    SteadyLoad,
+    answers,
+    served_by,
+    served_versions,
+    wait_until,
+)
 from perf.runs import start_scenario, write_summary
-from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, SteadyLoad, answers, served_by, served_versions, wait_until
 from python_backend.layout import latest_version
 from release.deploy import deploy, rollback
 from release.gates import held_out

@@ -18,7 +18,8 @@ import threading
 import time
 from pathlib import Path
 
-from perf import perf_analyzer, triton_stats
+from harness import triton_stats
+from perf import perf_analyzer
 from perf.procstats import rss_bytes
 from perf.runs import start_scenario, write_summary
 from server import ROOT, probe

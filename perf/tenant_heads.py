@@ -33,6 +33,7 @@ import psutil
 import torch
 
 from export.train import fit_logistic
+from harness.triton_stats import heads_gauges
 from perf import wrk
 from perf.runs import start_scenario, write_summary
 from perf.workload import mix
@@ -94,16 +95,6 @@ def pss_mib(pid: int) -> float:
         except psutil.NoSuchProcess:
             pass
     return total / 2**20
-
-
-def heads_gauges(metrics_port: int) -> dict[str, float]:
-    from perf.triton_stats import metrics_text
-
-    found = {}
-    for line in metrics_text(metrics_port).splitlines():
-        if line.startswith("feedback_tenant_heads{"):
-            found[line.split('what="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
-    return found
 
 
 def touch(server, tenants: list[str]) -> None:

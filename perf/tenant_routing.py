@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from perf import candidates
+from harness import candidates
+from harness.steady_load import LOAD_ROWS, SteadyLoad
 from perf.model_swap import percentiles
 from perf.runs import start_scenario, write_summary
-from perf.steady_load import LOAD_ROWS, SteadyLoad
 from release.deploy import deploy
 from release.gates import held_out
 from server import ROOT

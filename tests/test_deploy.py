@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from perf import candidates
-from perf.steady_load import (
+from harness import candidates
+from harness.steady_load import (
     LOAD_ROWS,
     TRANSFORMER_COLUMN,
     SteadyLoad,

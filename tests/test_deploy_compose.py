@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import yaml
 
-from perf.triton_stats import metrics_text
+from harness.triton_stats import metrics_text
 from server import ROOT
 from server.backends import TRITON, environment, prepare_backends
 from server.flags import Ports

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from deploy.tools import kubectl
-from perf.triton_stats import metrics_text
+from harness.triton_stats import metrics_text
 from server import ROOT
 from tests.conftest import REPOSITORY, installed
 

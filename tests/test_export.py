@@ -19,7 +19,7 @@ import export.ensemble as default_export
 from export import corpus, datasets
 from export.ensemble import export_default
 from export.pretrained import export_pretrained
-from perf.steady_load import served_versions
+from harness.steady_load import served_versions
 from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version, next_version
 from release import parity, staging, switch

@@ -15,8 +15,7 @@ from client import predictions
 from client.bulk import score_file
 from client.errors import InvalidInput
 from client.feedback import FeedbackClient
-from perf.tenant_heads import heads_gauges
-from perf.triton_stats import metrics_text
+from harness.triton_stats import heads_gauges, metrics_text
 from python_backend.errors import BadRequest
 from python_backend.heads import HeadCache, head_path, request_tenant, write_head
 from python_backend.inprocess import InProcessEnsemble

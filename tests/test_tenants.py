@@ -14,8 +14,8 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from conventions import TENANTS_FILE
-from perf import candidates
-from perf.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
+from harness import candidates
+from harness.steady_load import LOAD_ROWS, TRANSFORMER_COLUMN, answers
 from python_backend.errors import BadRequest
 from python_backend.tenants import TenantTable, check_tenant
 from release.deploy import deploy

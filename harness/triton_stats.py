@@ -70,3 +70,11 @@ def request_counts(metrics_port: int, outcome: str) -> Counter:
         if line.startswith(f"nv_inference_request_{outcome}{{"):
             found[re.search(r'model="([^"]+)"', line)[1]] += int(float(line.rsplit(" ", 1)[1]))
     return found
+
+
+def heads_gauges(metrics_port: int) -> dict[str, float]:
+    found = {}
+    for line in metrics_text(metrics_port).splitlines():
+        if line.startswith("feedback_tenant_heads{"):
+            found[line.split('what="')[1].split('"')[0]] = float(line.rsplit(" ", 1)[1])
+    return found
