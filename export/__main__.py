@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tritonclient.utils import InferenceServerException
 
-from export import datasets, repository
+from conventions import REPOSITORY
+from export import datasets
 from export.ensemble import export_default
 from export.members import DEFAULT_PROFILE, PROFILES
 from release.gates import MAX_DROP, MIN_ACCURACY, Rejected
@@ -28,7 +29,7 @@ def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repository", type=Path, default=repository.COMMITTED)
+    parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--profile", choices=sorted(PROFILES), default=DEFAULT_PROFILE)
     parser.add_argument("--train-data", type=Path, metavar="FILE", help="labelled rows to train on (.csv or .jsonl)")
     parser.add_argument("--text-column", default="text")

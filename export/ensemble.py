@@ -13,7 +13,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from conventions import CANARY_FILE
-from export import datasets, evaluate, minilm, repository
+from export import committed, datasets, evaluate, minilm
 from export.artifacts import export_onnx, export_onnx_int8, export_torchscript
 from export.configs import MemberSpec, fuse_config, member_config
 from export.features import expose_features
@@ -165,7 +165,7 @@ def stage_ensemble(repo: Path, stage: Path, trained: Trained) -> None:
     """The committed models (tokenizer, fuse, ensembles) with export's files in their staged copies: the tokenizer,
     the fuse config and stacking weights; and the held-out comments the gates and canaries read."""
     data, members = trained.data, list(trained.members)
-    repository.stage_committed(repo, stage)
+    committed.stage(repo, stage)
     trained.tokenizer.save(str(stage / "tokenizer" / "1" / "tokenizer.json"))
     fuse = fuse_config(members, data.class_names, trained.tokenizer.get_vocab_size(), MAX_POSITIONS)
     (stage / "fuse" / "config.pbtxt").write_text(fuse)
@@ -178,7 +178,7 @@ def publish(stage: Path, repo: Path, members: list[str], live: Live | None) -> l
     a server, once the new models serve). Returns the models that changed."""
     repo.mkdir(parents=True, exist_ok=True)
     with staging.locked(repo):  # no deploy in between
-        changed = staging.changed(stage, repo, [*members, *repository.COMMITTED_MODELS])
+        changed = staging.changed(stage, repo, [*members, *committed.MODELS])
         go_live(stage, repo, changed, live)
         for name in (staging.HELD_OUT, CANARY_FILE):
             (stage / name).replace(repo / name)

@@ -19,7 +19,7 @@ from google.protobuf import text_format
 from tokenizers import Tokenizer
 from torch import nn
 
-from export import repository
+from conventions import REPOSITORY
 from export.artifacts import export_onnx
 from export.configs import MemberSpec, member_config
 from export.features import expose_features
@@ -114,7 +114,7 @@ def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, window
     than one window (`window` tokens) instead of cutting it."""
     folder = stage / f"{name}_tokenizer"
     (folder / "1").mkdir(parents=True)
-    template = repository.COMMITTED / "tokenizer"
+    template = REPOSITORY / "tokenizer"
     shutil.copy(template / "1" / "model.py", folder / "1" / "model.py")  # follows the link to python_backend/
     tok.no_truncation()
     tok.no_padding()

@@ -1,12 +1,12 @@
-"""The committed models export stages beside the members it builds (release/staging.py makes them live)."""
+"""The models committed to git (ensembles and Python steps) that export stages beside the members it builds
+(release/staging.py makes them live)."""
 
 import shutil
 from pathlib import Path
 
 from conventions import REPOSITORY
 
-COMMITTED = REPOSITORY
-COMMITTED_MODELS = (
+MODELS = (
     "feedback",
     "feedback_text",
     "feedback_tenant",
@@ -18,18 +18,18 @@ COMMITTED_MODELS = (
 GENERATED = {"tokenizer/1/tokenizer.json", "fuse/1/stacking.npz", "fuse/config.pbtxt"}
 
 
-def stage_committed(repo: Path, stage: Path) -> None:
+def stage(repo: Path, into: Path) -> None:
     """The committed models' folders, staged for `repo`: links kept for the committed repository itself (they
     resolve the same from beside it), resolved for any other. Export then adds its generated files."""
-    keep_links = repo.resolve() == COMMITTED.resolve()
-    for name in COMMITTED_MODELS:
+    keep_links = repo.resolve() == REPOSITORY.resolve()
+    for name in MODELS:
         shutil.copytree(
-            COMMITTED / name,
-            stage / name,
+            REPOSITORY / name,
+            into / name,
             symlinks=keep_links,
             ignore=lambda folder, names: [n for n in names if n == "__pycache__" or _generated(Path(folder) / n)],
         )
 
 
 def _generated(path: Path) -> bool:
-    return path.relative_to(COMMITTED).as_posix() in GENERATED
+    return path.relative_to(REPOSITORY).as_posix() in GENERATED
