@@ -20,6 +20,7 @@ when the signal landed inside Event.wait()); the loop sees it within `interval` 
 most `stop_timeout` seconds, then SIGKILL of its process group and removal of its stub regions.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -41,6 +42,8 @@ from server.processes import (
     stub_models,
     zombie,
 )
+
+log = logging.getLogger(__name__)
 
 
 class Supervisor:
@@ -79,7 +82,7 @@ class Supervisor:
         self.stubs: dict[int, str] = {}  # the stubs running at the last watch: pid -> model
 
     def say(self, message: str) -> None:
-        print(f"supervisor: {message}", flush=True)
+        log.info("supervisor: %s", message)
 
     def start(self) -> None:
         self.process = subprocess.Popen(

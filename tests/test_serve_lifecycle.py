@@ -2,6 +2,7 @@
 10 s and leaves no process or /dev/shm region, and a second start on busy ports fails fast without touching the
 first server. STOP_CYCLES=50 runs the long version (make stop-stress); make test runs one cycle per moment."""
 
+import logging
 import os
 import random
 import signal
@@ -197,7 +198,8 @@ def test_the_reaper_exits_when_the_supervisor_dies_before_it_has_started():
     """The supervisor killed the moment it has started its server and reaper, before the reaper (a Python process)
     has even run: the reaper still cleans up and exits, instead of taking its new parent for the supervisor."""
     code = (
-        "import sys; from pathlib import Path; from server.flags import Ports;"
+        "import logging, sys; from pathlib import Path; from server.flags import Ports;"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout);"
         "from server.supervise import Supervisor;"
         "sys.exit(Supervisor([sys.executable, '-c', 'import time; time.sleep(600)'], {}, Ports(1, 2, 3), Path('.'),"
         " interval=0.5, probe_timeout=0.2).run())"
@@ -250,7 +252,8 @@ def test_supervisor_stops_on_a_signal_delivered_at_chosen_points(fake_server, wh
     """The supervisor's loop alone, driving a stand-in child process, with a burst of signals: the handler only
     sets a flag, so however many arrive and wherever the loop is, it stops, kills the child, and exits 0."""
     code = (
-        "import sys; from pathlib import Path; from server.flags import Ports;"
+        "import logging, sys; from pathlib import Path; from server.flags import Ports;"
+        "logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout);"
         "from server.supervise import Supervisor;"
         f"sys.exit(Supervisor([sys.executable, '-c', {fake_server!r}], {{}}, Ports(1, 2, 3), Path('.'),"
         " interval=0.5, probe_timeout=0.2, stop_timeout=1).run())"
@@ -289,21 +292,22 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_
 """
 
 
-def test_supervisor_restarts_a_server_that_is_alive_but_answers_nothing(capsys):
+def test_supervisor_restarts_a_server_that_is_alive_but_answers_nothing(caplog):
     ports = Ports(*free_ports(3))
     argv = [sys.executable, "-c", HANGING_SERVER, str(ports.http)]
+    caplog.set_level(logging.INFO, logger="server.supervise")
     supervisor = Supervisor(argv, {}, ports, REPOSITORY, interval=0.1, probe_timeout=0.3, hung_probes=3)
     supervisor.start()
     first, watches = supervisor.process.pid, 0
     try:
         deadline = time.monotonic() + 60
         while supervisor.process.pid == first:
-            assert time.monotonic() < deadline, capsys.readouterr().out
+            assert time.monotonic() < deadline, caplog.text
             supervisor.watch_once()
             watches += 1
     finally:
         supervisor.process.kill()
         supervisor.reap()
-    said = capsys.readouterr().out
+    said = caplog.text
     assert "alive but not answering: every canary timed out 3 probes in a row" in said, said
     assert watches >= 4  # ready once, then three probes that timed out
