@@ -20,3 +20,7 @@ ADMIN_HEADER = "triton-admin-key"
 def tenant_canary_file(tenant: str) -> str:
     """A tenant's canary, as CANARY_FILE, from the tenant's own models (release/canary.py)."""
     return f"canary__{tenant}.json"
+
+
+# A tenant head's canary (release/heads.py): texts and the labels its head answers, for `feedback_tenant`.
+HEAD_CANARY_FILE = "canary__head__{tenant}.json"

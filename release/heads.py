@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from conventions import HEAD_CANARY_FILE
 from export.train import fit_logistic
 from python_backend.heads import HeadCache, head_path, read_head, write_head
 from python_backend.inprocess import InProcessEnsemble
@@ -100,11 +101,30 @@ def train(repository: Path, tenant: str, rows: Rows, labels: list[str], min_accu
         torch.from_numpy(features[train_rows]), torch.from_numpy(target[train_rows]), len(labels)
     )
     coef, bias = weight.numpy().T.copy(), bias.numpy()
-    accuracy = float(((features[held_out] @ coef + bias).argmax(1) == target[held_out]).mean())
+    scores = features[held_out] @ coef + bias
+    accuracy = float((scores.argmax(1) == target[held_out]).mean())
     log.info("%s: held-out accuracy %.3f on %d rows (%d trained)", tenant, accuracy, len(held_out), len(train_rows))
     if accuracy < min_accuracy:
         raise Rejected(f"held-out accuracy {accuracy:.3f} is below {min_accuracy} on {len(held_out)} rows")
-    return {"coef": coef, "bias": bias, "class_names": labels, "held_out": held_out}
+    canary = held_out[canary_rows(scores, target[held_out])]
+    return {"coef": coef, "bias": bias, "class_names": labels, "held_out": held_out, "canary": canary}
+
+
+def canary_rows(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """For each class, the row the head labels right by the widest margin over the runner-up: the rows whose labels
+    the readiness probe checks (none for a class the head gets wrong on every held-out row)."""
+    ranked = np.sort(scores, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    right = scores.argmax(1) == target
+    chosen = [max(np.flatnonzero(right & (target == c)), key=lambda i: margin[i]) for c in np.unique(target[right])]
+    return np.array(chosen, dtype=int)
+
+
+def write_canary(path: Path, texts: list[str], labels: list[str]) -> None:
+    """A head's canary for server/probe.py (stdlib JSON), replaced whole with rename()."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps({"texts": texts, "labels": labels}, indent=2) + "\n")
+    partial.replace(path)
 
 
 def put(
@@ -121,19 +141,23 @@ def put(
     if path.exists() != replace:
         raise Rejected(f"tenant {tenant} {'has no head to replace' if replace else 'has a head already: replace it'}")
     trained = train(repository, tenant, rows, labels, min_accuracy)
-    previous = path.read_bytes() if replace else None
+    canary_path = repository / HEAD_CANARY_FILE.format(tenant=tenant)
+    previous = {file: file.read_bytes() for file in (path, canary_path) if file.exists()}
     write_head(path, trained["coef"], trained["bias"], labels, encoder_fingerprint(repository))
+    canary = trained["canary"]  # with the head, so that the probe never checks one head against another's canary
+    write_canary(canary_path, [rows.texts[i] for i in canary], [rows.labels[i] for i in canary])
     if server:
         held = [rows.texts[i] for i in trained["held_out"]]
         try:
             check_served(repository, server, tenant, held)
         except Rejected:
-            if previous is None:
-                path.unlink()
-            else:
-                partial = path.with_name(f".{path.name}.restore")
-                partial.write_bytes(previous)
-                partial.replace(path)
+            for file in (path, canary_path):
+                if file not in previous:
+                    file.unlink()
+                else:
+                    partial = file.with_name(f".{file.name}.restore")
+                    partial.write_bytes(previous[file])
+                    partial.replace(file)
             raise
     log.info("%s: head for %d classes (%s) live in %s", tenant, len(labels), ",".join(labels), path.name)
     return path
@@ -159,6 +183,7 @@ def remove(repository: Path, tenant: str) -> None:
     if not path.exists():
         raise Rejected(f"tenant {tenant} has no head")
     path.unlink()
+    (repository / HEAD_CANARY_FILE.format(tenant=tenant)).unlink(missing_ok=True)
     log.info("%s: head removed; its requests now get an error", tenant)
 
 

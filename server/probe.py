@@ -4,10 +4,11 @@ tritonserver 2.51 keeps answering ready on /v2/health/ready and /v2/models/<m>/r
 died, while every request to that model fails ("Stub process 'fuse_0' is not healthy"). The canaries go through
 `feedback_text` (tokenizer, members, fuse), `feedback`, `feedback_routed` (the router, then `feedback`) and, for
 every tenant listed in tenants.json (re-read at each probe), `feedback_routed` with that TENANT (the tenant's own
-ensemble and models): together they use every model, so the probe fails exactly when some model cannot serve.
-An answer must also be right: the canary comments' labels must be the ones export recorded for them
-(canary.json in the repository; a tenant's, from its own models, canary__<tenant>.json, written by its deploy), so
-a model that serves wrong answers fails too.
+ensemble and models), and, when tenant heads are deployed, `feedback_tenant` with the newest head: together they use
+every model, so the probe fails exactly when some model cannot serve. An answer must also be right: the canary
+comments' labels must be the ones export recorded for them (canary.json in the repository; a tenant's, from its own
+models, canary__<tenant>.json, written by its deploy; a head's, canary__head__<tenant>.json, written by `tenant
+add`), so a model or head that serves wrong answers fails too.
 
     python -m server.probe [--url http://127.0.0.1:8000] [--repository DIR] [--timeout 3]  # exit 0 ready, 1 not
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import conventions
-from conventions import CANARY_FILE, TENANTS_FILE, tenant_canary_file
+from conventions import CANARY_FILE, HEAD_CANARY_FILE, TENANTS_FILE, tenant_canary_file
 
 REPOSITORY = Path(os.environ.get("MODEL_REPOSITORY") or conventions.REPOSITORY)
 UNHEALTHY_STUB = re.compile(r"Stub process '(?P<model>.+?)(?:_\d+)+' is not healthy")  # instance <model>_<group>_<n>
@@ -58,6 +59,7 @@ class Canary:
     model: str
     inputs: list[dict]
     labels: list[str]  # the right answers
+    outputs: tuple[str, str] = ("PROBS", "LABEL")  # the probabilities and the label it answers with
 
 
 def tensor(name: str, datatype: str, rows: list) -> dict:
@@ -91,24 +93,42 @@ def canaries(repository: Path) -> list[Canary]:
         own = json.loads((repository / tenant_canary_file(tenant)).read_text())
         routed = ids_of(own) + [tensor("TENANT", "BYTES", [tenant] * len(own["labels"]))]
         found.append(Canary(f"feedback_routed (tenant {tenant})", "feedback_routed", routed, own["labels"]))
-    return found
+    return found + head_canary(repository)
 
 
-def wrong_answer(outputs: dict[str, dict], expected: list[str]) -> str:
-    """Why an answer is wrong, or "" when it is right."""
-    probs, rows = outputs["PROBS"]["data"], outputs["PROBS"]["shape"][0]
+def head_canary(repository: Path) -> list[Canary]:
+    """`feedback_tenant` with the newest tenant head (a canary per head would make a probe of a thousand requests):
+    its texts must get the labels its head answered when it was deployed. None without heads."""
+    files = sorted(repository.glob(HEAD_CANARY_FILE.format(tenant="*")), key=lambda path: path.stat().st_mtime)
+    for file in reversed(files):
+        try:
+            own = json.loads(file.read_text())
+        except FileNotFoundError:  # removed since the glob: the next newest
+            continue
+        prefix, suffix = HEAD_CANARY_FILE.split("{tenant}")
+        tenant = file.name.removeprefix(prefix).removesuffix(suffix)
+        inputs = [tensor("TEXT", "BYTES", own["texts"]), tensor("TENANT", "BYTES", [tenant] * len(own["texts"]))]
+        outputs = ("TENANT_PROBS", "TENANT_LABEL")
+        return [Canary(f"feedback_tenant (tenant {tenant})", "feedback_tenant", inputs, own["labels"], outputs)]
+    return []
+
+
+def wrong_answer(outputs: dict[str, dict], expected: list[str], names: tuple[str, str] = ("PROBS", "LABEL")) -> str:
+    """Why an answer is wrong, or "" when it is right; `names`: its probabilities' and its label's outputs."""
+    probs_name, label_name = names
+    probs, rows = outputs[probs_name]["data"], outputs[probs_name]["shape"][0]
     width = len(probs) // max(rows, 1)
     for row in range(rows):
         total = sum(probs[row * width : (row + 1) * width])
         if abs(total - 1) > 1e-3:
-            return f"PROBS row {row} sums to {total:.4f}, not 1"
-    if outputs["LABEL"]["data"] != expected:
-        return f"LABEL {outputs['LABEL']['data']}, the canary comments' labels are {expected}"
+            return f"{probs_name} row {row} sums to {total:.4f}, not 1"
+    if outputs[label_name]["data"] != expected:
+        return f"{label_name} {outputs[label_name]['data']}, the canary comments' labels are {expected}"
     return ""
 
 
 def canary(url: str, check: Canary, timeout: float) -> Check:
-    outputs = [{"name": "PROBS"}, {"name": "LABEL"}]
+    outputs = [{"name": name} for name in check.outputs]
     body = json.dumps({"inputs": check.inputs, "outputs": outputs}).encode()
     request = urllib.request.Request(
         f"{url}/v2/models/{check.model}/infer", data=body, headers={"Content-Type": "application/json"}
@@ -117,7 +137,7 @@ def canary(url: str, check: Canary, timeout: float) -> Check:
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             named = {output["name"]: output for output in json.load(answer)["outputs"]}
-        error = wrong_answer(named, check.labels)
+        error = wrong_answer(named, check.labels, check.outputs)
         return Check(check.name, not error, time.monotonic() - start, error)
     except urllib.error.HTTPError as error:
         message = error.read().decode(errors="replace")

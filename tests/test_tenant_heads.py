@@ -22,6 +22,7 @@ from python_backend.inprocess import InProcessEnsemble
 from python_backend.text import rows_of
 from release import heads
 from release.gates import Rejected
+from server import probe
 from tests.conftest import REPOSITORY, run_server
 from tests.test_deploy import copy_repository
 
@@ -165,6 +166,31 @@ def test_two_tenants_answer_in_their_own_labels_as_in_process(server, repo):
         (long_answer,) = client.classify_tenant([LONG], "globex")
     assert long_answer.default.windows > 1 and long_answer.label in declared("globex")
     assert set(long_answer.probabilities) == set(declared("globex"))
+
+
+def test_the_probe_checks_the_newest_heads_labels(server, repo):
+    """`tenant add` writes a canary of the head's confident held-out rows; the probe sends the newest to
+    `feedback_tenant`. A head that answers in a shifted label order must fail it; put back, it passes."""
+    url = f"http://{server.http_url}"
+    checks = {check.model: check for check in probe.probe(url, repository=repo)}
+    assert all(check.ok for check in checks.values()), checks
+    (name,) = [name for name in checks if name.startswith("feedback_tenant (tenant ")]
+    tenant = name.removeprefix("feedback_tenant (tenant ").removesuffix(")")
+    canary = json.loads((repo / f"canary__head__{tenant}.json").read_text())
+    assert set(canary["labels"]) == set(declared(tenant))  # a row of each class
+    path = head_path(repo, tenant)
+    good = path.read_bytes()
+    with np.load(path) as stored:
+        coef, bias, names, encoder = (stored[key] for key in ("coef", "bias", "class_names", "encoder"))
+    try:
+        write_head(path, coef, bias, np.roll(names, 1).tolist(), str(encoder))
+        wrong = {check.model: check for check in probe.probe(url, repository=repo)}[name]
+        assert not wrong.ok and "the canary comments' labels are" in wrong.error, wrong
+    finally:
+        partial = path.with_name(".restore")
+        partial.write_bytes(good)
+        partial.replace(path)
+    assert all(check.ok for check in probe.probe(url, repository=repo))
 
 
 def served_default(server, texts: list[str]) -> list:

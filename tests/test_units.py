@@ -1,5 +1,7 @@
 """The Python-backend logic and the exporter's building blocks, without a server."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -216,6 +218,19 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
     assert probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["x", "y"]), ["x", "y"]) == ""
     assert "labels are ['x', 'y']" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.8], ["y", "y"]), ["x", "y"])
     assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), ["x", "y"])
+
+    # Tenant heads: the newest head's canary, sent to feedback_tenant and checked on its TENANT_* outputs.
+    for age, tenant in enumerate(("older", "newer")):
+        path = tmp_path / f"canary__head__{tenant}.json"
+        path.write_text(json.dumps({"texts": ["a", "b"], "labels": ["p", "q"]}))
+        os.utime(path, (1_000_000 + age, 1_000_000 + age))
+    head = probe.canaries(tmp_path)[-1]
+    assert (head.name, head.model) == ("feedback_tenant (tenant newer)", "feedback_tenant")
+    assert head.outputs == ("TENANT_PROBS", "TENANT_LABEL")
+    assert head.inputs[1] == {"name": "TENANT", "datatype": "BYTES", "shape": [2, 1], "data": ["newer"] * 2}
+    named = {"TENANT_PROBS": {"shape": [2, 2], "data": [0.9, 0.1, 0.2, 0.8]}}
+    named["TENANT_LABEL"] = {"shape": [2, 1], "data": ["q", "q"]}
+    assert "TENANT_LABEL ['q', 'q']" in probe.wrong_answer(named, head.labels, head.outputs)
 
 
 def test_canary_rows_are_each_class_at_its_most_confident_and_its_narrowest_safe_margin():
