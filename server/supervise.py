@@ -123,10 +123,7 @@ class Supervisor:
         remove_regions(self.prefix)
 
     def heal(self, model: str, why: str) -> None:
-        asked = self.healing.get(model)
-        if asked is not None:  # the reload takes a poll interval (poll mode) or a load (explicit mode)
-            if time.monotonic() - asked > self.heal_timeout:
-                self.restart(f"{model} not back {self.heal_timeout:.0f} s after its reload was asked for")
+        if model in self.healing:  # the reload takes a poll interval (poll mode) or a load (explicit mode)
             return
         self.healing[model] = time.monotonic()
         self.orphans |= orphaned_stub_regions(self.process.pid)
@@ -221,6 +218,9 @@ class Supervisor:
                 self.say(f"{model}: serving again {time.monotonic() - asked:.1f} s after its reload was asked for")
             self.healing.clear()
             self.remove_dead_stub_regions()
+        for model, asked in self.healing.items():
+            if time.monotonic() - asked > self.heal_timeout:
+                return self.restart(f"{model} not back {self.heal_timeout:.0f} s after its reload was asked for")
         for model in {check.broken_model for check in checks} - {None}:
             self.heal(model, "a canary says its stub is not healthy")
 

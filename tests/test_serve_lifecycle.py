@@ -5,6 +5,7 @@ first server. STOP_CYCLES=50 runs the long version (make stop-stress); make test
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +17,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from conventions import CANARY_FILE
 from server import ROOT
 from server.flags import Ports, region_prefix
 from server.launch import free_ports
-from server.processes import alive, group_members, kill_group, orphaned_stub_regions, regions_named, stub_regions
+from server.processes import (
+    alive,
+    group_members,
+    kill_group,
+    orphaned_stub_regions,
+    regions_named,
+    stub_models,
+    stub_regions,
+)
 from server.supervise import Supervisor
 from tests.conftest import REPOSITORY, repository_copy
 from tests.test_recovery import Supervised
@@ -281,13 +291,15 @@ def test_supervisor_gives_up_on_a_server_that_never_comes_up():
 
 
 HANGING_SERVER = """
-import http.server, sys, time
+import http.server, subprocess, sys, time
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # /v2/health/ready: ready
         self.send_response(200)
         self.end_headers()
     def do_POST(self):  # every inference: never answered
         time.sleep(600)
+# A stand-in stub, with a stub's arguments (its model.py, its region's name), never reaped once it dies.
+stubs = [subprocess.Popen([sys.executable, path, "triton_python_backend_shm_region_standin"]) for path in sys.argv[2:]]
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 """
 
@@ -311,3 +323,39 @@ def test_supervisor_restarts_a_server_that_is_alive_but_answers_nothing(caplog):
     said = caplog.text
     assert "alive but not answering: every canary timed out 3 probes in a row" in said, said
     assert watches >= 4  # ready once, then three probes that timed out
+
+
+def test_a_dead_stub_whose_model_does_not_come_back_restarts_the_server(tmp_path, caplog):
+    """The stand-in server's stand-in stub is killed (an unreaped child with a stub's arguments) and its inferences
+    never answer: the supervisor reloads the stub's model at once, does not take the timed-out canaries for a hung
+    server while that reload is under way, and restarts the server once the model is not back in heal_timeout."""
+    repository = tmp_path / "repository"
+    (repository / "fuse" / "1").mkdir(parents=True)
+    (repository / "fuse" / "1" / "model.py").write_text("import time\ntime.sleep(600)\n")
+    shutil.copy(REPOSITORY / CANARY_FILE, repository / CANARY_FILE)
+    ports = Ports(*free_ports(3))
+    argv = [sys.executable, "-c", HANGING_SERVER, str(ports.http), str(repository / "fuse" / "1" / "model.py")]
+    caplog.set_level(logging.INFO, logger="server.supervise")
+    supervisor = Supervisor(argv, {}, ports, repository, interval=0.1, probe_timeout=0.3, heal_timeout=2, hung_probes=3)
+    supervisor.start()
+    first = supervisor.process.pid
+    try:
+        deadline = time.monotonic() + 60
+        while not stub_models(first):  # started before the server listens: known from the watch that finds it ready
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        while not supervisor.ready:
+            assert time.monotonic() < deadline, caplog.text
+            supervisor.watch_once()
+        (stub,) = supervisor.stubs
+        os.kill(stub, signal.SIGKILL)
+        while supervisor.process.pid == first:
+            assert time.monotonic() < deadline, caplog.text
+            supervisor.watch_once()
+    finally:
+        kill_group(supervisor.process.pid)  # the server and its stand-in stub
+        supervisor.reap()
+    said = caplog.text
+    assert f"fuse: its stub (pid {stub}) died, reloading it" in said, said
+    assert "fuse not back 2 s after its reload was asked for" in said, said
+    assert "alive but not answering" not in said, said
