@@ -11,7 +11,8 @@ label column), in the tenant's own label set. The gates, before the file is writ
 declared ones, and the head reaches --min-accuracy on a held-out fifth of the rows. The file `head__<ID>.npz` is then
 replaced with rename(); the fuse step reads it at the tenant's next request, with no reload of any model.
 With --server, the tenant's held-out rows are then sent to `feedback_tenant` and must get the in-process answers
-(1e-5); otherwise the previous head (or none) is put back and the change refused.
+(1e-5); otherwise the previous head (or none) is put back and the change refused. Beside the head goes its canary
+for the readiness probe, `canary__head__<ID>.json`: for each class its most confident right held-out row.
 """
 
 import csv
@@ -31,6 +32,7 @@ from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version
 from python_backend.tenants import check_tenant
 from release.gates import Rejected
+from server.probe import transformer_stamp
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +122,11 @@ def canary_rows(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.array(chosen, dtype=int)
 
 
-def write_canary(path: Path, texts: list[str], labels: list[str]) -> None:
-    """A head's canary for server/probe.py (stdlib JSON), replaced whole with rename()."""
+def write_canary(path: Path, texts: list[str], labels: list[str], transformer: dict | None) -> None:
+    """A head's canary for server/probe.py (stdlib JSON), replaced whole with rename(); `transformer`: the stamp of
+    the transformer file whose features the head was trained on (the probe skips a head trained on another)."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps({"texts": texts, "labels": labels}, indent=2) + "\n")
+    partial.write_text(json.dumps({"texts": texts, "labels": labels, "transformer": transformer}, indent=2) + "\n")
     partial.replace(path)
 
 
@@ -145,7 +148,8 @@ def put(
     previous = {file: file.read_bytes() for file in (path, canary_path) if file.exists()}
     write_head(path, trained["coef"], trained["bias"], labels, encoder_fingerprint(repository))
     canary = trained["canary"]  # with the head, so that the probe never checks one head against another's canary
-    write_canary(canary_path, [rows.texts[i] for i in canary], [rows.labels[i] for i in canary])
+    texts, canary_labels = [rows.texts[i] for i in canary], [rows.labels[i] for i in canary]
+    write_canary(canary_path, texts, canary_labels, transformer_stamp(repository))
     if server:
         held = [rows.texts[i] for i in trained["held_out"]]
         try:

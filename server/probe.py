@@ -97,13 +97,19 @@ def canaries(repository: Path) -> list[Canary]:
 
 
 def head_canary(repository: Path) -> list[Canary]:
-    """`feedback_tenant` with the newest tenant head (a canary per head would make a probe of a thousand requests):
-    its texts must get the labels its head answered when it was deployed. None without heads."""
-    files = sorted(repository.glob(HEAD_CANARY_FILE.format(tenant="*")), key=lambda path: path.stat().st_mtime)
-    for file in reversed(files):
+    """`feedback_tenant` with the newest tenant head trained on the live transformer (a canary per head would make a
+    probe of a thousand requests): its texts must get the labels its head answered when it was deployed. A head
+    trained on another transformer is stale, not broken (`tenant list` marks it to replace): it is not probed, so a
+    transformer release does not turn every server unready. None without such a head."""
+    live = transformer_stamp(repository)
+    canaries = []
+    for file in repository.glob(HEAD_CANARY_FILE.format(tenant="*")):
         try:
-            own = json.loads(file.read_text())
-        except FileNotFoundError:  # removed since the glob: the next newest
+            canaries.append((file.stat().st_mtime_ns, file, json.loads(file.read_text())))
+        except FileNotFoundError:  # removed since the glob
+            continue
+    for _, file, own in sorted(canaries, key=lambda canary: canary[0], reverse=True):
+        if own.get("transformer") != live:
             continue
         prefix, suffix = HEAD_CANARY_FILE.split("{tenant}")
         tenant = file.name.removeprefix(prefix).removesuffix(suffix)
@@ -111,6 +117,19 @@ def head_canary(repository: Path) -> list[Canary]:
         outputs = ("TENANT_PROBS", "TENANT_LABEL")
         return [Canary(f"feedback_tenant (tenant {tenant})", "feedback_tenant", inputs, own["labels"], outputs)]
     return []
+
+
+def transformer_stamp(repository: Path) -> dict | None:
+    """Which transformer file serves (its latest version's): path in the repository, size and mtime, cheap to
+    compare at every probe (release/heads.py writes it into a head's canary)."""
+    versions = [path for path in (repository / "transformer").glob("[0-9]*") if path.name.isdigit()]
+    if not versions:
+        return None
+    model = next(max(versions, key=lambda path: int(path.name)).glob("model.*"), None)
+    if model is None:
+        return None
+    status = model.stat()
+    return {"file": model.relative_to(repository).as_posix(), "size": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def wrong_answer(outputs: dict[str, dict], expected: list[str], names: tuple[str, str] = ("PROBS", "LABEL")) -> str:

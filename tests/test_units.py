@@ -220,9 +220,11 @@ def test_probe_checks_answers_and_covers_every_tenant(tmp_path):
     assert "row 1 sums to 0.5000" in probe.wrong_answer(outputs([0.9, 0.1, 0.2, 0.3], ["x", "y"]), ["x", "y"])
 
     # Tenant heads: the newest head's canary, sent to feedback_tenant and checked on its TENANT_* outputs.
-    for age, tenant in enumerate(("older", "newer")):
+    stale = {"file": "transformer/1/model.onnx", "size": 1, "mtime_ns": 1}  # not the live one (none here)
+    for age, tenant in enumerate(("older", "newer", "stale")):
         path = tmp_path / f"canary__head__{tenant}.json"
-        path.write_text(json.dumps({"texts": ["a", "b"], "labels": ["p", "q"]}))
+        trained_on = stale if tenant == "stale" else probe.transformer_stamp(tmp_path)
+        path.write_text(json.dumps({"texts": ["a", "b"], "labels": ["p", "q"], "transformer": trained_on}))
         os.utime(path, (1_000_000 + age, 1_000_000 + age))
     head = probe.canaries(tmp_path)[-1]
     assert (head.name, head.model) == ("feedback_tenant (tenant newer)", "feedback_tenant")
