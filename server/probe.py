@@ -102,13 +102,17 @@ def head_canary(repository: Path) -> list[Canary]:
     trained on another transformer is stale, not broken (`tenant list` marks it to replace): it is not probed, so a
     transformer release does not turn every server unready. None without such a head."""
     live = transformer_stamp(repository)
-    canaries = []
+    newest_first = []
     for file in repository.glob(HEAD_CANARY_FILE.format(tenant="*")):
         try:
-            canaries.append((file.stat().st_mtime_ns, file, json.loads(file.read_text())))
+            newest_first.append((file.stat().st_mtime_ns, file))
         except FileNotFoundError:  # removed since the glob
             continue
-    for _, file, own in sorted(canaries, key=lambda canary: canary[0], reverse=True):
+    for _, file in sorted(newest_first, reverse=True):  # read one by one: usually only the newest is
+        try:
+            own = json.loads(file.read_text())
+        except FileNotFoundError:
+            continue
         if own.get("transformer") != live:
             continue
         prefix, suffix = HEAD_CANARY_FILE.split("{tenant}")
