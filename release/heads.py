@@ -123,10 +123,17 @@ def canary_rows(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 
 def write_canary(path: Path, texts: list[str], labels: list[str], transformer: dict | None) -> None:
-    """A head's canary for server/probe.py (stdlib JSON), replaced whole with rename(); `transformer`: the stamp of
-    the transformer file whose features the head was trained on (the probe skips a head trained on another)."""
+    """A head's canary for server/probe.py (stdlib JSON); `transformer`: the stamp of the transformer file whose
+    features the head was trained on (the probe skips a head trained on another)."""
+    canary = {"texts": texts, "labels": labels, "transformer": transformer}
+    replace_whole(path, (json.dumps(canary, indent=2) + "\n").encode())
+
+
+def replace_whole(path: Path, data: bytes) -> None:
+    """Give `path` the contents `data` with rename(), so that the fuse step and the probe read the old file or the
+    new one, never half of one."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps({"texts": texts, "labels": labels, "transformer": transformer}, indent=2) + "\n")
+    partial.write_bytes(data)
     partial.replace(path)
 
 
@@ -156,12 +163,10 @@ def put(
             check_served(repository, server, tenant, held)
         except Rejected:
             for file in (path, canary_path):
-                if file not in previous:
-                    file.unlink()
+                if file in previous:
+                    replace_whole(file, previous[file])
                 else:
-                    partial = file.with_name(f".{file.name}.restore")
-                    partial.write_bytes(previous[file])
-                    partial.replace(file)
+                    file.unlink()
             raise
     log.info("%s: head for %d classes (%s) live in %s", tenant, len(labels), ",".join(labels), path.name)
     return path
