@@ -23,7 +23,8 @@ MAX_QUEUE_DELAY_US = 0  # lowest c=1 latency; a profile may give its members a d
 # then turns off the batcher's prefetching, and its wait for a free instance can miss its wake-up and sleep 500 ms
 # (core dynamic_batch_scheduler.cc, WaitForPayloadSlotAvailable): measured here, `feedback` at 8 concurrent clients
 # served 531 requests/s with p99 506 ms with the bound on every model, 1,639 with p99 9 ms without. So no generated
-# config has one; `dynamic_batching(bounded=True)` writes it for a deployment that prefers refusals to queueing.
+# config has one; `dynamic_batching(bounded=True)` writes it for a deployment that prefers refusals to queueing,
+# on an ensemble's first step only: 2.51 never answers a request that a later step refuses (docs/pitfalls.md).
 MAX_QUEUE_SIZE = 256
 QUEUE_TIMEOUT_US = 2_000_000
 QUEUE_POLICY = f"""  default_queue_policy {{

@@ -2,15 +2,15 @@
 
 import secrets
 import shutil
-import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from client.admin import admin_headers
 from conventions import REPOSITORY
+from harness.triton_stats import metrics_text
 from python_backend.inprocess import InProcessEnsemble
 from server.launch import Running, serving
 from server.processes import mapped_shm_regions
@@ -24,6 +24,7 @@ class Server(Running):
 
     log: Path
     admin_key: str
+    tests: list[str] = field(default_factory=list, kw_only=True)  # node ids of the tests that asked for it
 
     @property
     def pid(self) -> int:
@@ -35,26 +36,29 @@ class Server(Running):
 
 
 @contextmanager
-def run_server(repository: Path, log: Path, model_control: str = "poll", refusals_leak: bool = False):
+def run_server(repository: Path, log: Path, model_control: str = "poll"):
     """A server of the test's own (server.launch.serving), whose exit, an exception included, also checks that its
     shm regions are gone: the clients' ones it still mapped, and its stubs' ones that stop() had to remove.
 
-    refusals_leak: the test makes the server refuse requests inside an ensemble (full queue). tritonserver 2.51 then
-    counts them as in flight forever, so shutdown waits its exit timeout and leaves the stubs' regions (stop()
-    removes them); the clients' regions must still be gone.
+    A request tritonserver still counts in flight at shutdown fails the test: shutdown then waits out its exit timeout
+    and leaves the stubs' regions. The failure names the models the log says were in flight, every model with
+    failed requests (Triton's own counts, by reason) and the tests that used the server, where to start looking.
     """
     admin_key = secrets.token_urlsafe(32)
     regions: set[Path] = set()
-    running = None
+    failures: list[str] = []
+    running = server = None
     try:
         with serving(
             repository, log=log, poll_secs=POLL_SECS, model_control=model_control, admin_key=admin_key
         ) as running:
+            server = Server(running.process, running.ports, log, admin_key, regions_left=running.regions_left)
             try:
-                yield Server(running.process, running.ports, log, admin_key, regions_left=running.regions_left)
+                yield server
             finally:
                 if running.process.poll() is None:
                     regions = mapped_shm_regions(running.process.pid)
+                    failures = failed_requests(running.ports.metrics)
     finally:
         left = {region for region in regions if region.exists()}  # clients' regions the server still held
         for region in left:
@@ -62,16 +66,24 @@ def run_server(repository: Path, log: Path, model_control: str = "poll", refusal
         stubs_left = running.regions_left if running else set()
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         in_flight = [line.split('"')[1] for line in lines if "in-flight inferences" in line and "has" in line][-3:]
-        if stubs_left and in_flight and not refusals_leak:
-            # tritonserver 2.51 counted a request as in flight forever, so it stopped at its exit timeout without
-            # unloading; stop() removed the stub regions. Reported, not failed: the cause is open (README).
-            warnings.warn(
-                f"tritonserver 2.51 in-flight leak at shutdown, stub regions removed: {in_flight}", stacklevel=1
-            )
-        elif not refusals_leak:
-            left |= stubs_left
+        assert not in_flight, (
+            f"tritonserver counted requests of {in_flight} in flight at shutdown (stub regions removed: "
+            f"{len(stubs_left)}); failed requests by model and reason: {failures}; "
+            f"tests that used this server, in order: {server.tests if server else []}"
+        )
+        left |= stubs_left
         shutdown = [line for line in lines if "Timeout" in line][-4:]
         assert not left, f"shared-memory regions left behind: {sorted(map(str, left))}; shutdown: {shutdown}"
+
+
+def failed_requests(metrics_port: int) -> list[str]:
+    """Triton's nv_inference_request_failure series that are not zero: model, version and reason, and the count."""
+    try:
+        page = metrics_text(metrics_port)
+    except OSError as error:
+        return [f"metrics unreadable: {error}"]
+    series = [line for line in page.splitlines() if line.startswith("nv_inference_request_failure{")]
+    return [line.removeprefix("nv_inference_request_failure") for line in series if float(line.split()[-1]) > 0]
 
 
 def pytest_collection_modifyitems(items):
@@ -87,6 +99,13 @@ def pytest_collection_modifyitems(items):
 def server(tmp_path_factory) -> Server:
     with run_server(REPOSITORY, tmp_path_factory.mktemp("triton") / "server.log") as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _record_session_server_use(request):
+    """A test server's failure at shutdown lists the tests that used it (see run_server)."""
+    if "server" in request.fixturenames:
+        request.getfixturevalue("server").tests.append(request.node.nodeid)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def tiny_queue_server(tmp_path_factory):
     policy.max_queue_size, policy.default_timeout_microseconds = TINY_QUEUE, configs.QUEUE_TIMEOUT_US
     policy.timeout_action = policy.REJECT
     (repository / "tokenizer" / "config.pbtxt").write_text(text_format.MessageToString(config))
-    with run_server(repository, repository.parent / "server.log", refusals_leak=True) as running:
+    with run_server(repository, repository.parent / "server.log") as running:
         yield running
 
 
