@@ -11,6 +11,7 @@ and it brings its own tokenizer, which decides how it is served:
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +27,9 @@ from export.features import expose_features
 from export.members import MAX_POSITIONS, RaggedInputs
 from export.train import predict
 from python_backend.inprocess import RAGGED_INPUTS
-from python_backend.layout import parse_config, served_tokenizer
-from release import staging
-from release.deploy import deploy
-from release.gates import MAX_DROP, MIN_ACCURACY, accuracy, ensemble_interface, held_out, served_class_names
+from python_backend.layout import parse_config
+from release.deploy import add
+from release.gates import MAX_DROP, MIN_ACCURACY, target
 
 log = logging.getLogger(__name__)
 
@@ -106,24 +106,24 @@ def load(checkpoint: Path, served: list[str]) -> tuple[nn.Module, int, int]:
     return Probabilities(model, order).eval(), config.vocab_size, min(config.max_position_embeddings, MAX_POSITIONS)
 
 
-def write_text_models(stage: Path, repo: Path, name: str, tok: Tokenizer, window: int) -> None:
+def write_text_models(folder: Path, name: str, tok: Tokenizer, window: int) -> tuple[str, str]:
     """`<name>_tokenizer` (the committed tokenizer model with this tokenizer.json) and `<name>_text` (TEXT -> PROBS),
-    written in `stage` and moved into the repository whole, the tokenizer before the ensemble that uses it.
+    written in `folder`; returns their names, the tokenizer first, as they must go live.
 
     `<name>_text` has no fuse step to average a long comment's windows, so its tokenizer refuses a comment longer
     than one window (`window` tokens) instead of cutting it."""
-    folder = stage / f"{name}_tokenizer"
-    (folder / "1").mkdir(parents=True)
+    tokenizer = folder / f"{name}_tokenizer"
+    (tokenizer / "1").mkdir(parents=True)
     template = REPOSITORY / "tokenizer"
-    shutil.copy(template / "1" / "model.py", folder / "1" / "model.py")  # follows the link to python_backend/
+    shutil.copy(template / "1" / "model.py", tokenizer / "1" / "model.py")  # follows the link to python_backend/
     tok.no_truncation()
     tok.no_padding()
-    tok.save(str(folder / "1" / "tokenizer.json"))
+    tok.save(str(tokenizer / "1" / "tokenizer.json"))
     config = parse_config((template / "config.pbtxt").read_text())
     config.name = f"{name}_tokenizer"
     config.parameters["window_tokens"].string_value = str(window)
     config.parameters["windows_per_comment"].string_value = "1"
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    (tokenizer / "config.pbtxt").write_text(text_format.MessageToString(config))
     ensemble = f"""# Written by `python -m export --from-pretrained`: {name} through its own tokenizer.
 name: "{name}_text"
 platform: "ensemble"
@@ -150,10 +150,9 @@ ensemble_scheduling {{
 }}
 """
     parse_config(ensemble)
-    (stage / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
-    (stage / f"{name}_text" / "config.pbtxt").write_text(ensemble)
-    for model in (f"{name}_tokenizer", f"{name}_text"):
-        staging.install_model(stage / model, repo / model)
+    (folder / f"{name}_text" / "1").mkdir(parents=True)  # Triton wants a version folder, even an empty one
+    (folder / f"{name}_text" / "config.pbtxt").write_text(ensemble)
+    return f"{name}_tokenizer", f"{name}_text"
 
 
 def export_pretrained(
@@ -161,56 +160,54 @@ def export_pretrained(
 ) -> int:
     """Write the checkpoint as the next version of model `name` (version 1 of a new model); returns the version.
 
-    A new version of an ensemble member goes live through release/deploy.py, with every check a deploy makes
-    (interface, label set, parity, the accuracy gate `min_accuracy` / `max_drop`); a new model is added as it is.
+    Three steps: read what the repository serves (release/gates.py `target`), build the model's folder (and, with a
+    tokenizer of its own, its text models) in a temporary folder, and hand them to release/deploy.py `add`: a new
+    version of an ensemble member goes live with every check a deploy makes (interface, label set, parity, the
+    accuracy gate `min_accuracy` / `max_drop`); a new model is added as it is.
     """
-    served = served_class_names(repo)
+    served = target(repo, name)
     tok = checkpoint_tokenizer(checkpoint)
-    shared = served_tokenizer(repo)
-    own_tokenizer = not same_rules(tok, shared)
-    member = any(ensemble_interface(repo, name))
-    if own_tokenizer and member:
+    own_tokenizer = not same_rules(tok, served.tokenizer)
+    if own_tokenizer and served.member:
         raise ValueError(
             f"{checkpoint}: its tokenizer is not the repository's, and '{name}' is an ensemble member, which the "
             f"ensembles feed with the `tokenizer` model's ids; export it under a new name (served with its own "
             f"tokenizer as '<name>_text')"
         )
-    model, vocab_size, max_seq_len = load(checkpoint, served)
+    model, vocab_size, max_seq_len = load(checkpoint, served.class_names)
+    if not own_tokenizer:
+        ids, mask, _ = served.held_out
+        log.info("held-out accuracy of %s: %.4f", checkpoint.name, served.accuracy(predict(model, ids, mask)))
+    with tempfile.TemporaryDirectory(prefix="pretrained-") as folder:
+        write_member(Path(folder) / name, model, served.class_names, vocab_size, max_seq_len)
+        companions = write_text_models(Path(folder), name, tok, min(TEXT_WINDOW, max_seq_len)) if own_tokenizer else ()
+        version = add(repo, Path(folder), name, companions, min_accuracy=min_accuracy, max_drop=max_drop)
+    if own_tokenizer:
+        log.info("%s has its own tokenizer: serve text through '%s_text'", checkpoint.name, name)
+    log.info("wrote %s version %d into %s", name, version, repo)
+    return version
+
+
+def write_member(folder: Path, model: nn.Module, served: list[str], vocab_size: int, max_seq_len: int) -> None:
+    """The model folder: version 1's model.onnx (ragged inputs, its classifier's input exposed as EMBEDDING, which
+    `feedback_tenant` reads from the transformer member: tenant heads trained on the old member's features must then
+    be trained again, docs/tenants.md) and the member config."""
     rng = np.random.default_rng(0)
     seq = min(32, max_seq_len)
     ids = rng.integers(0, vocab_size, size=(64, seq), dtype=np.int64)
     mask = (np.arange(seq) < rng.integers(1, seq + 1, size=(64, 1))).astype(np.int64)
     samples = [(ids[:8], mask[:8]), (ids[8:9], mask[8:9]), (ids[:33, : seq // 2], mask[:33, : seq // 2]), (ids, mask)]
-    if not own_tokenizer:
-        test_ids, test_mask, labels = held_out(repo)
-        log.info(
-            "held-out accuracy of %s: %.4f", checkpoint.name, accuracy(predict(model, test_ids, test_mask), labels)
-        )
-
-    with staging.staging(repo) as stage:
-        version_dir = stage / name / "1"
-        version_dir.mkdir(parents=True)
-        export_onnx(RaggedInputs(model, vocab_size, max_seq_len), version_dir / "model.onnx", samples)
-        # Its classifier's input as EMBEDDING, which `feedback_tenant` reads from the transformer member (tenant
-        # heads trained on the old member's features must then be trained again: docs/tenants.md).
-        features = expose_features(version_dir / "model.onnx")
-        spec = MemberSpec(
-            name,
-            "onnxruntime_onnx",
-            RAGGED_INPUTS,
-            ("PROBS", "INPUT_ERRORS"),
-            tuple(served),
-            vocab_size,
-            max_seq_len,
-            features=features,
-        )
-        (stage / name / "config.pbtxt").write_text(member_config(spec))
-        if member:
-            version = deploy(repo, name, stage / name, min_accuracy=min_accuracy, max_drop=max_drop)
-        else:
-            version = staging.install_version(version_dir, member_config(spec), repo / name)
-        if own_tokenizer:
-            write_text_models(stage, repo, name, tok, min(TEXT_WINDOW, max_seq_len))
-            log.info("%s has its own tokenizer: serve text through '%s_text'", checkpoint.name, name)
-    log.info("wrote %s version %d into %s", name, version, repo)
-    return version
+    (folder / "1").mkdir(parents=True)
+    export_onnx(RaggedInputs(model, vocab_size, max_seq_len), folder / "1" / "model.onnx", samples)
+    features = expose_features(folder / "1" / "model.onnx")
+    spec = MemberSpec(
+        folder.name,
+        "onnxruntime_onnx",
+        RAGGED_INPUTS,
+        ("PROBS", "INPUT_ERRORS"),
+        tuple(served),
+        vocab_size,
+        max_seq_len,
+        features=features,
+    )
+    (folder / "config.pbtxt").write_text(member_config(spec))

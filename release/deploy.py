@@ -41,7 +41,7 @@ from python_backend.errors import BadRequest
 from python_backend.layout import latest_version, next_version, parse_config, read_config, versions
 from python_backend.tenants import SEPARATOR, read_mapping, tenant_model
 from release import canary, heads, staging
-from release.gates import MAX_DROP, MIN_ACCURACY, Rejected, read_configs, validate
+from release.gates import MAX_DROP, MIN_ACCURACY, Rejected, ensemble_interface, read_configs, validate
 from release.live import make_live
 from server.backends import precompile
 
@@ -118,6 +118,35 @@ def deploy(
             mapping = read_mapping(repo / TENANTS_FILE)
             mapping[tenant] = sorted(set(mapping.get(tenant, [])) | {model})
             staging.replace_file(stage, repo / TENANTS_FILE, json.dumps(mapping, indent=2, sort_keys=True) + "\n")
+    return version
+
+
+def add(
+    repo: Path,
+    source: Path,
+    model: str,
+    companions: tuple[str, ...] = (),
+    min_accuracy: float = MIN_ACCURACY,
+    max_drop: float = MAX_DROP,
+) -> int:
+    """Put what an exporter wrote in `source` (a folder per model) live; returns `model`'s new version number.
+
+    `model` becomes its next version: through deploy() and every gate when an ensemble runs it, else as it is. Then
+    each of `companions` (the models that serve it, such as its own tokenizer and text ensemble), in that order,
+    each whole in one step."""
+    member = any(ensemble_interface(repo, model))
+    if member:
+        version = deploy(repo, model, source / model, min_accuracy=min_accuracy, max_drop=max_drop)
+    with staging.locked(repo), staging.staging(repo) as stage:
+        if not member:  # a model of its own: no live version or ensemble to hold it to
+            config_text = (source / model / "config.pbtxt").read_text()
+            staged = stage_candidate(
+                stage, model, latest_version(source / model), next_version(repo / model), config_text
+            )
+            version = staging.install_version(staged, config_text, repo / model)
+        for companion in companions:
+            shutil.copytree(source / companion, stage / companion)
+            staging.install_model(stage / companion, repo / companion)
     return version
 
 

@@ -7,10 +7,13 @@ gates through `feedback_text`; any other alone, to see that it loads."""
 import shutil
 from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import tritonclient.http as httpclient
+from tokenizers import Tokenizer
 from tritonclient.grpc import model_config_pb2
 
 from python_backend.inprocess import InProcessEnsemble, load_artifact
@@ -111,6 +114,30 @@ def check_interface(config: model_config_pb2.ModelConfig, repo: Path, role: str)
 def served_class_names(repo: Path) -> list[str]:
     """The label set the ensembles serve: the fuse step's, in column order."""
     return read_config(repo / "fuse").parameters["class_names"].string_value.split(",")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a model exported for a repository must fit, read in one place: the served label set (in column order),
+    the tokenizer whose ids the ensembles feed, whether an ensemble runs the model (then it goes live through
+    deploy's gates), and, when asked for, the held-out rows as that tokenizer encodes them."""
+
+    repo: Path
+    class_names: list[str]
+    tokenizer: Tokenizer
+    member: bool
+
+    @cached_property
+    def held_out(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return held_out(self.repo)
+
+    def accuracy(self, probs: np.ndarray) -> float:
+        """Accuracy of a model's probabilities for the held-out rows."""
+        return accuracy(probs, self.held_out[2])
+
+
+def target(repo: Path, model: str) -> Target:
+    return Target(repo, served_class_names(repo), served_tokenizer(repo), any(ensemble_interface(repo, model)))
 
 
 def check_label_set(config: model_config_pb2.ModelConfig, repo: Path) -> None:
