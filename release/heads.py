@@ -173,15 +173,20 @@ def put(
 
 
 def check_served(repository: Path, server: str, tenant: str, texts: list[str]) -> None:
-    """The served `feedback_tenant` answers equal the in-process ones for these texts."""
+    """The served `feedback_tenant` answers equal the in-process ones for these texts; a server that cannot be
+    asked refuses the head too, as nothing checked it."""
     from client import predictions
+    from client.errors import ClientError
     from client.feedback import FeedbackClient  # the tenant's answers as a user gets them
 
     expected = InProcessEnsemble(repository).classify_tenant(texts, tenant, HeadCache(repository, 2**30))
-    with FeedbackClient(server, protocol="http") as client:
-        served = client.infer(
-            predictions.TENANT_MODEL, predictions.tenant_inputs(texts, tenant), predictions.TENANT_OUTPUTS
-        )
+    try:
+        with FeedbackClient(server, protocol="http") as client:
+            served = client.infer(
+                predictions.TENANT_MODEL, predictions.tenant_inputs(texts, tenant), predictions.TENANT_OUTPUTS
+            )
+    except ClientError as error:
+        raise Rejected(f"the server could not check the head: {error}") from None
     gap = float(np.abs(served["TENANT_PROBS"] - expected["TENANT_PROBS"]).max())
     if gap > PARITY_ATOL or (served["TENANT_LABEL"] != expected["TENANT_LABEL"]).any():
         raise Rejected(f"served answers differ from in-process ones by {gap:.2e} (allowed {PARITY_ATOL})")

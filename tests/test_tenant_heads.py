@@ -208,6 +208,11 @@ def test_a_head_that_fails_the_gates_is_refused_and_the_old_one_keeps_serving(se
         heads.put(repo, "acme", tenant_rows("acme"), declared("acme"), replace=True, min_accuracy=1.01)
     with pytest.raises(Rejected, match="has a head already"):
         heads.put(repo, "acme", tenant_rows("acme"), declared("acme"), replace=False)
+    files = {path: path.read_bytes() for path in repo.glob("*acme*")}  # the head and its canary
+    assert len(files) == 2, sorted(files)
+    with pytest.raises(Rejected, match="could not check the head: .*cannot connect"):
+        heads.put(repo, "acme", tenant_rows("acme"), declared("acme"), replace=True, server="127.0.0.1:1")
+    assert {path: path.read_bytes() for path in repo.glob("*acme*")} == files
     after = served(server, texts, "acme")
     np.testing.assert_array_equal(after["TENANT_PROBS"], before["TENANT_PROBS"])
 
