@@ -26,7 +26,7 @@ PROFILE ?= accurate fast
 install: $(INSTALLED)
 	$(PY) -m server.native_backends
 
-venv: $(INSTALLED)  # the pinned wheels alone: deploy/cpu.Dockerfile's layer before the native backends
+venv: $(INSTALLED)  # the pinned wheels alone: infra/cpu.Dockerfile's layer before the native backends
 
 $(INSTALLED): requirements.txt requirements-no-deps.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -94,47 +94,47 @@ fuzz: export  # 3,000 malformed requests per protocol instead of make test's 300
 
 # docker-compose 1.29.2 (PyPI) validates docker-compose.yml offline; its old pins get their own venv.
 COMPOSE_VENV := build/compose-venv
-COMPOSE_INSTALLED := $(COMPOSE_VENV)/.installed-$(shell cat deploy/compose-*requirements.txt | sha1sum | cut -c1-12)
+COMPOSE_INSTALLED := $(COMPOSE_VENV)/.installed-$(shell cat infra/compose-*requirements.txt | sha1sum | cut -c1-12)
 
 compose-tools: $(COMPOSE_INSTALLED)
 
-$(COMPOSE_INSTALLED): deploy/compose-requirements.txt deploy/compose-build-requirements.txt
+$(COMPOSE_INSTALLED): infra/compose-requirements.txt infra/compose-build-requirements.txt
 	test -d $(COMPOSE_VENV) || $(PYTHON) -m venv $(COMPOSE_VENV)
-	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-build-requirements.txt
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/compose-build-requirements.txt
 	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check --no-build-isolation \
-	    $$(grep -i '^pyyaml==' deploy/compose-requirements.txt)
-	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/compose-requirements.txt
+	    $$(grep -i '^pyyaml==' infra/compose-requirements.txt)
+	$(COMPOSE_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/compose-requirements.txt
 	rm -f $(COMPOSE_VENV)/.installed-* && touch $@
 
 # podman-compose (pinned), which runs the compose stack's debian profile; its own venv, as docker-compose's.
 CONTAINER_VENV := build/podman-compose-venv
-CONTAINER_INSTALLED := $(CONTAINER_VENV)/.installed-$(shell sha1sum deploy/podman-compose-requirements.txt | cut -c1-12)
+CONTAINER_INSTALLED := $(CONTAINER_VENV)/.installed-$(shell sha1sum infra/podman-compose-requirements.txt | cut -c1-12)
 
 container-tools: $(CONTAINER_INSTALLED)
 
-$(CONTAINER_INSTALLED): deploy/podman-compose-requirements.txt
+$(CONTAINER_INSTALLED): infra/podman-compose-requirements.txt
 	test -d $(CONTAINER_VENV) || $(PYTHON) -m venv $(CONTAINER_VENV)
-	$(CONTAINER_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/podman-compose-requirements.txt
+	$(CONTAINER_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/podman-compose-requirements.txt
 	rm -f $(CONTAINER_VENV)/.installed-* && touch $@
 
-# checkov (pinned), the infrastructure scanner tests/test_deploy_scan.py runs; its many dependencies get their own venv.
+# checkov (pinned), the infrastructure scanner tests/test_infra_scan.py runs; its many dependencies get their own venv.
 SCAN_VENV := build/checkov-venv
-SCAN_INSTALLED := $(SCAN_VENV)/.installed-$(shell sha1sum deploy/checkov-requirements.txt | cut -c1-12)
+SCAN_INSTALLED := $(SCAN_VENV)/.installed-$(shell sha1sum infra/checkov-requirements.txt | cut -c1-12)
 
 scan-tools: $(SCAN_INSTALLED)
 
-$(SCAN_INSTALLED): deploy/checkov-requirements.txt
+$(SCAN_INSTALLED): infra/checkov-requirements.txt
 	test -d $(SCAN_VENV) || $(PYTHON) -m venv $(SCAN_VENV)
-	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r deploy/checkov-requirements.txt
+	$(SCAN_VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/checkov-requirements.txt
 	rm -f $(SCAN_VENV)/.installed-* && touch $@
 
 # Debian's Prometheus (installed when missing) scraping `make serve`'s metrics port, in the foreground.
 monitor: install
-	$(PY) -m deploy.monitor
+	$(PY) -m infra.monitor
 
-# The GPU variant of the repository that docker-compose's gpu profile and deploy/k8s/overlays/gpu serve.
+# The GPU variant of the repository that docker-compose's gpu profile and infra/k8s/overlays/gpu serve.
 gpu-overlay: export
-	$(PY) -m deploy.gpu_overlay model_repository build/gpu_repository
+	$(PY) -m infra.gpu_overlay model_repository build/gpu_repository
 
 # `make deploy MODEL=transformer SOURCE=path/to/model_folder [TENANT=id] [SERVER=host:http_port]`: checked, atomic.
 # `make rollback MODEL=transformer [VERSION=1] [SERVER=host:http_port]`. With SERVER: return once it serves.

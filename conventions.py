@@ -1,7 +1,7 @@
 """The names the server, the clients, export, release and the Python-backend steps agree on, in one place.
 
 Standard library only, and importing nothing of the project: the canary probe runs with it alone in NVIDIA's image
-(deploy/Dockerfile), and the `feedback` console script installs it beside `client`.
+(infra/Dockerfile), and the `feedback` console script installs it beside `client`.
 """
 
 from pathlib import Path

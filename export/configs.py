@@ -109,7 +109,7 @@ output [
 ]
 instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]
 {dynamic_batching(PREFERRED_BATCH_SIZES, delay_us=spec.queue_delay_us)}
-# The limits that the graph enforces (export.members.RaggedInputs); read by deploy/gpu_overlay.py and by tests.
+# The limits that the graph enforces (export.members.RaggedInputs); read by infra/gpu_overlay.py and by tests.
 {_parameter("vocab_size", spec.vocab_size)}
 # What each PROBS column means: a deploy refuses a member whose label set is not the fuse step's.
 {_parameter("class_names", ",".join(spec.class_names))}

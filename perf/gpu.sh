@@ -14,7 +14,7 @@
 # The embedded tritonserver from nvidia-pytriton is a GPU build, so the same launcher serves KIND_GPU instances.
 #
 # Usage: perf/gpu.sh [BENCH=quick|full] [PROFILE="accurate fast"]
-# `python -m perf --gpu` serves each profile's members as deploy/gpu_overlay.py writes them for NVIDIA's container
+# `python -m perf --gpu` serves each profile's members as infra/gpu_overlay.py writes them for NVIDIA's container
 # (KIND_GPU instances, onnxruntime's CUDA execution provider), and runs the in-process limit on the GPU too.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 """`python perf/gpu_member_parity.py [REPOSITORY]`: the TorchScript members on CUDA against CPU, good and bad rows.
 
-deploy/gpu_overlay.py moves the libtorch members to KIND_GPU, where the pytorch backend runs the same model.pt on the
+infra/gpu_overlay.py moves the libtorch members to KIND_GPU, where the pytorch backend runs the same model.pt on the
 GPU, input guard (export.members.RaggedInputs) included, its inputs laid out as Triton's ragged batching does. On a
 machine with a GPU and a CUDA torch this checks that INPUT_ERRORS and the predicted class agree exactly, and PROBS
 within 1e-3, for random in-vocabulary rows and for rows a client got wrong. (1e-3, not the 1e-5 of same-device

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from deploy.gpu_overlay import GPU_PLATFORMS, to_gpu
 from export.members import DEFAULT_PROFILE
 from export.members import PROFILES as EXPORT_PROFILES
+from infra.gpu_overlay import GPU_PLATFORMS, to_gpu
 from python_backend.layout import read_config
 from server import ROOT
 
@@ -61,7 +61,7 @@ def variant(
     warmup: bool = True,
     overrides: Overrides = Overrides(),
 ) -> Path:
-    """A copy of `source` where no model batches dynamically, the members run on the GPU as deploy/gpu_overlay.py
+    """A copy of `source` where no model batches dynamically, the members run on the GPU as infra/gpu_overlay.py
     sets them up, nothing warms up at load (quicker starts where only correctness counts), or `overrides` apply."""
     if destination.exists():
         shutil.rmtree(destination)
@@ -76,7 +76,7 @@ def variant(
         if not warmup:
             config.ClearField("model_warmup")
         if member and gpu:
-            to_gpu(config)  # what deploy/gpu_overlay.py writes for NVIDIA's container
+            to_gpu(config)  # what infra/gpu_overlay.py writes for NVIDIA's container
         for group in config.instance_group if member and overrides.instances is not None else ():
             group.count = overrides.instances
         for key in THREAD_PARAMETERS if member and overrides.threads is not None else ():

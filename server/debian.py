@@ -1,5 +1,5 @@
 """Debian packages that the project's own files install when a tool is missing: as root with apt, otherwise the exact
-apt command is printed. Used for the native backends' build tools and for the operations tools (deploy/tools.py)."""
+apt command is printed. Used for the native backends' build tools and for the operations tools (infra/tools.py)."""
 
 import logging
 import os

@@ -120,7 +120,7 @@ def repository_copy(target: Path) -> Path:
 
 
 def installed(tool):
-    """A tool of deploy/tools.py (kubectl, prometheus), installed when missing; a skip that says why where it cannot
+    """A tool of infra/tools.py (kubectl, prometheus), installed when missing; a skip that says why where it cannot
     be (not root: the apt command to run). CI runs as root, so there it is never skipped."""
     try:
         return tool()

@@ -1,7 +1,7 @@
 """The project's images built and the compose stack's debian profile up for real with podman (issue #17).
 
 `make test-containers` (CI runs it after `make test`; plain `pytest` leaves these out with `-m "not containers"`):
-deploy/images.py builds the server image (deploy/cpu.Dockerfile) and Debian's Prometheus on a local Debian 12 base,
+infra/images.py builds the server image (infra/cpu.Dockerfile) and Debian's Prometheus on a local Debian 12 base,
 podman-compose (build/podman-compose-venv) starts the server, the client and Prometheus, and each step is timed.
 Podman 4.3 without systemd schedules no healthchecks: the tests run the image's own healthcheck with
 `podman healthcheck run`, which is what the timer would run.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy import images, monitor
-from deploy.podman import environment, podman
+from infra import images, monitor
+from infra.podman import environment, podman
 from server import ROOT
 from server.launch import free_ports
 from server.processes import stub_regions

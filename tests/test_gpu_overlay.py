@@ -1,4 +1,4 @@
-"""deploy/gpu_overlay.py: the GPU variant of the repository is generated, valid, and serves the same answers.
+"""infra/gpu_overlay.py: the GPU variant of the repository is generated, valid, and serves the same answers.
 
 No GPU here: the served check uses --instance-kind auto, which Triton resolves to CPU instances on this machine.
 """
@@ -6,7 +6,7 @@ No GPU here: the served check uses --instance-kind auto, which Triton resolves t
 import pytest
 from tritonclient.grpc import model_config_pb2
 
-from deploy.gpu_overlay import write_overlay
+from infra.gpu_overlay import write_overlay
 from python_backend.layout import read_config
 from tests.conftest import REPOSITORY, run_server
 from tests.test_serving import TEXTS, assert_same, infer, text_tensor

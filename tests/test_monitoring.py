@@ -8,8 +8,8 @@ import time
 import pytest
 
 from client.feedback import FeedbackClient
-from deploy import monitor
-from deploy.tools import prometheus
+from infra import monitor
+from infra.tools import prometheus
 from server.launch import free_ports
 from tests.conftest import REPOSITORY, installed
 
@@ -94,4 +94,4 @@ def test_promtool_accepts_the_scrape_configs(tmp_path):
         done = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout + done.stderr
     # No alerting or recording rules are shipped: the adapter rule is prometheus-adapter's, evaluated above.
-    assert not list(REPOSITORY.parent.glob("deploy/prometheus/*rules*"))
+    assert not list(REPOSITORY.parent.glob("infra/prometheus/*rules*"))

@@ -1,4 +1,4 @@
-"""`python -m deploy.container_context`: build/container-context, the build context of deploy/cpu.Dockerfile.
+"""`python -m infra.container_context`: build/container-context, the build context of infra/cpu.Dockerfile.
 
 What the image needs lies partly outside what git tracks: the exported repository (written by `make export`, ignored
 by git) and the native backends' upstream tarballs in $TRITON_SOURCE_DIR (outside the checkout). So the context is
@@ -25,7 +25,7 @@ def git_files() -> list[str]:
         check=True,
         capture_output=True,
     ).stdout
-    # .dockerignore is deploy/Dockerfile's (NVIDIA's image, the checkout as context): it would filter this context.
+    # .dockerignore is infra/Dockerfile's (NVIDIA's image, the checkout as context): it would filter this context.
     names = [name for name in listed.decode().split("\0") if name and name != ".dockerignore"]
     return [name for name in names if os.path.lexists(ROOT / name)]
 

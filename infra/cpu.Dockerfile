@@ -1,18 +1,18 @@
 # The embedded server on Debian 12, CPU only: `make serve`'s path in an image. Python 3.11 (Debian's), the pinned
 # wheels (requirements*.txt, `make venv`), Triton's native onnxruntime/pytorch backends built by
 # server/native_backends.py from the upstream tarballs, and the exported repository, served by `python -m server`
-# (tritonserver 2.51 under the supervisor). Build context: build/container-context (deploy/container_context.py);
-# `python -m deploy.images` builds it. The GPU profile keeps NVIDIA's image (deploy/Dockerfile).
+# (tritonserver 2.51 under the supervisor). Build context: build/container-context (infra/container_context.py);
+# `python -m infra.images` builds it. The GPU profile keeps NVIDIA's image (infra/Dockerfile).
 FROM docker.io/library/debian:bookworm AS python
 ARG DEBIAN_FRONTEND=noninteractive
 # libpython3.11: the Python backend's stub links the interpreter's shared library. No ca-certificates: the build
-# borrows the host's bundle (deploy/images.py), and the server makes no outbound TLS connections.
+# borrows the host's bundle (infra/images.py), and the server makes no outbound TLS connections.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 libpython3.11 \
     && rm -rf /var/lib/apt/lists/*
 
 FROM python AS build
-# The host's CA bundle for pip (deploy/images.py): a build argument, so it stays out of the image's environment.
+# The host's CA bundle for pip (infra/images.py): a build argument, so it stays out of the image's environment.
 ARG PIP_CERT
 # Only here: make and python3-venv (`make venv`); the backends' compilers come from server/debian.py's ensure.
 RUN apt-get update \

@@ -1,5 +1,5 @@
 #!/bin/sh
-# tritonserver as the containers run it (docker-compose.yml and deploy/k8s): the one place for its flags there.
+# tritonserver as the containers run it (docker-compose.yml and infra/k8s): the one place for its flags there.
 # TRITON_ADMIN_KEY (required, from a secret) guards model-repository control, shared-memory registration, trace and
 # log settings: HTTP clients send header `triton-admin-key`, gRPC clients `triton-grpc-protocol-triton-admin-key`.
 # Extra arguments are passed on to tritonserver.

@@ -1,10 +1,10 @@
 """`make monitor`: Debian's Prometheus scraping an embedded tritonserver with the project's own scrape config.
 
-python -m deploy.monitor [--metrics HOST:PORT] [--port 9090]
+python -m infra.monitor [--metrics HOST:PORT] [--port 9090]
 
-The compose stack's config (deploy/prometheus/prometheus.yml) with its target pointed at the server's metrics port
+The compose stack's config (infra/prometheus/prometheus.yml) with its target pointed at the server's metrics port
 and, as the Kubernetes pod scrape would add, `namespace` and `pod` labels, so that the HPA adapter's rule
-(deploy/k8s/prometheus-adapter-rules.yaml) and the Grafana dashboard's queries answer here as they will in a cluster.
+(infra/k8s/prometheus-adapter-rules.yaml) and the Grafana dashboard's queries answer here as they will in a cluster.
 The tests (tests/test_monitoring.py) run the same functions.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from deploy.tools import prometheus
+from infra.tools import prometheus
 
 DEPLOY = Path(__file__).resolve().parent
 SCRAPE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
@@ -87,7 +87,7 @@ def dashboard_queries() -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m deploy.monitor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infra.monitor", description=__doc__)
     parser.add_argument("--metrics", default=f"127.0.0.1:{os.environ.get('METRICS_PORT', '8002')}")
     parser.add_argument("--port", type=int, default=9090)
     args = parser.parse_args()

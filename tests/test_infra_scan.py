@@ -1,13 +1,13 @@
-"""checkov, the infrastructure scanner, over deploy/: the Kubernetes manifests as kustomize renders them (base and
+"""checkov, the infrastructure scanner, over infra/: the Kubernetes manifests as kustomize renders them (base and
 GPU overlay) and the Dockerfile. No failed check; a waiver lives beside what it waives, with its reason (issue #16).
-checkov has no docker-compose framework: docker-compose.yml is validated by tests/test_deploy_compose.py."""
+checkov has no docker-compose framework: docker-compose.yml is validated by tests/test_compose.py."""
 
 import json
 import os
 import subprocess
 from pathlib import Path
 
-from deploy.tools import kubectl
+from infra.tools import kubectl
 from server import ROOT
 from tests.conftest import installed
 
@@ -19,7 +19,7 @@ def scan() -> list[dict]:
         [str(Path(installed(kubectl)).parent), os.environ["PATH"]]
     )  # its kustomize runner calls kubectl
     done = subprocess.run(
-        [str(CHECKOV), "--directory", str(ROOT / "deploy"), "--framework", "kustomize", "dockerfile",
+        [str(CHECKOV), "--directory", str(ROOT / "infra"), "--framework", "kustomize", "dockerfile",
          "--skip-download", "--output", "json"],  # fmt: skip
         capture_output=True, text=True, timeout=300, check=False, env=os.environ | {"PATH": path},
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""`python -m deploy.base_image`: the Debian 12 base image the project's Dockerfiles start FROM, made locally.
+"""`python -m infra.base_image`: the Debian 12 base image the project's Dockerfiles start FROM, made locally.
 
 Where no image registry is reachable (CI, this machine), debootstrap builds a minimal bookworm from the Debian mirror
 that apt already uses, once: the root filesystem is cached as build/base/debian-bookworm.tar and imported under the
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from deploy.podman import ensure_engine, podman
+from infra.podman import ensure_engine, podman
 from server.debian import ensure
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Podman, the container engine `make test-containers` runs: Debian's podman 4.3 with Debian's runc, installed by
-server/debian.py when missing, with the project's engine settings (deploy/containers/containers.conf)."""
+server/debian.py when missing, with the project's engine settings (infra/containers/containers.conf)."""
 
 import os
 import subprocess

@@ -1,8 +1,8 @@
-"""`python -m deploy.images`: the project's images, built with podman from the local Debian 12 base.
+"""`python -m infra.images`: the project's images, built with podman from the local Debian 12 base.
 
-feedback-triton-cpu (deploy/cpu.Dockerfile, context build/container-context) and feedback-prometheus
-(deploy/prometheus/Dockerfile). Layers are cached by podman, so a second build takes seconds to minutes. Builds never
-pull (--pull=never): the base comes from deploy/base_image.py. They run on the host's network with the host's CA
+feedback-triton-cpu (infra/cpu.Dockerfile, context build/container-context) and feedback-prometheus
+(infra/prometheus/Dockerfile). Layers are cached by podman, so a second build takes seconds to minutes. Builds never
+pull (--pull=never): the base comes from infra/base_image.py. They run on the host's network with the host's CA
 bundle and pip configuration mounted read-only (the build containers reach the package registries as the host does;
 local wheel folders the pip configuration names are mounted too); nothing of these lands in an image (volumes and
 build arguments are not layers).
@@ -16,13 +16,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy import base_image, container_context
-from deploy.podman import podman
+from infra import base_image, container_context
+from infra.podman import podman
 
 DEPLOY = Path(__file__).resolve().parent
 SERVER = "localhost/feedback-triton-cpu:latest"
 PROMETHEUS = "localhost/feedback-prometheus:latest"
-SERVER_BUILD_STAGE = "localhost/feedback-triton-cpu-build:latest"  # deploy/cpu.Dockerfile's stage `build`: the cache
+SERVER_BUILD_STAGE = "localhost/feedback-triton-cpu-build:latest"  # infra/cpu.Dockerfile's stage `build`: the cache
 HOST_CERTS = Path("/etc/ssl/certs")
 CA_BUNDLE = "ca-certificates.crt"
 USER_PIP = (Path.home() / ".config" / "pip" / "pip.conf", Path.home() / ".pip" / "pip.conf")

@@ -1,4 +1,4 @@
-"""deploy/k8s rendered by the real kustomize (`kubectl kustomize`): every manifest parses, fits the others, and has
+"""infra/k8s rendered by the real kustomize (`kubectl kustomize`): every manifest parses, fits the others, and has
 what production needs."""
 
 import re
@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy.tools import kubectl
 from harness.triton_stats import metrics_text
+from infra.tools import kubectl
 from server import ROOT
 from tests.conftest import REPOSITORY, installed
 
 pytestmark = pytest.mark.unit
 
-K8S = ROOT / "deploy" / "k8s"
+K8S = ROOT / "infra" / "k8s"
 
 
 def render(directory: Path) -> list[dict]:

@@ -57,7 +57,7 @@ def test_triton_services(rendered):
     services = rendered["services"]
     for name, repository in (("triton-gpu", "build/gpu_repository"), ("triton-cpu", "model_repository")):
         triton = services[name]
-        assert triton["image"].startswith("feedback-triton") and triton["build"]["dockerfile"] == "deploy/Dockerfile"
+        assert triton["image"].startswith("feedback-triton") and triton["build"]["dockerfile"] == "infra/Dockerfile"
         assert triton["environment"]["TRITON_ADMIN_KEY"] == KEY
         assert triton["volumes"] == [f"{ROOT / repository}:/srv/feedback/model_repository:ro"]
         assert triton["healthcheck"]["test"][:4] == ["CMD", "python3", "-m", "server.probe"]
@@ -88,7 +88,7 @@ def test_every_mounted_path_exists(rendered):
 
 
 def test_dockerfile_builds_from_the_pinned_triton_image():
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
     assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:24\.10-py3$", dockerfile, re.M)  # tritonserver 2.51
     pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
     for package in ("numpy", "tokenizers"):  # the same versions the embedded server's Python steps run with
@@ -100,7 +100,7 @@ def test_dockerfile_builds_from_the_pinned_triton_image():
 
 
 def entrypoint(ports: Ports, key: str, repository) -> subprocess.Popen:
-    """deploy/triton-entrypoint.sh, with the embedded build's paths and free ports appended."""
+    """infra/triton-entrypoint.sh, with the embedded build's paths and free ports appended."""
     env = environment()
     env.update(
         PATH=f"{TRITON / 'bin'}:{env['PATH']}",
@@ -110,7 +110,7 @@ def entrypoint(ports: Ports, key: str, repository) -> subprocess.Popen:
     )
     return subprocess.Popen(
         [
-            str(ROOT / "deploy" / "triton-entrypoint.sh"),
+            str(ROOT / "infra" / "triton-entrypoint.sh"),
             f"--backend-directory={prepare_backends(ROOT / 'build')}",
             f"--cache-directory={TRITON / 'caches'}",
             *(f"--{protocol}-address=127.0.0.1" for protocol in ("http", "grpc", "metrics")),
@@ -152,7 +152,7 @@ def test_entrypoint_flags_start_tritonserver_with_the_admin_endpoints_restricted
 
 def test_dashboard_queries_metrics_triton_exports(server):
     """Every metric the dashboard plots is on the real server's /metrics, except the GPU ones (no GPU here)."""
-    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "triton.json").read_text())
+    dashboard = json.loads((ROOT / "infra" / "grafana" / "dashboards" / "triton.json").read_text())
     used = {m for panel in dashboard["panels"] for t in panel["targets"] for m in re.findall(r"nv_\w+", t["expr"])}
     exported = set(re.findall(r"^# TYPE (nv_\w+)", metrics_text(server.ports.metrics), re.M))
     gpu_only = {m for m in used if m.startswith("nv_gpu_")}

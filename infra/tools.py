@@ -13,7 +13,7 @@ def kubectl() -> str:
     found = shutil.which("kubectl")
     if found:
         return found
-    ensure({"/usr/bin/kubectl": "kubernetes-client"}, "rendering deploy/k8s with kubectl kustomize")
+    ensure({"/usr/bin/kubectl": "kubernetes-client"}, "rendering infra/k8s with kubectl kustomize")
     return "/usr/bin/kubectl"
 
 
