@@ -146,7 +146,7 @@ def add(
             version = staging.install_version(staged, config_text, repo / model)
         for companion in companions:
             shutil.copytree(source / companion, stage / companion)
-            staging.install_model(stage / companion, repo / companion)
+        staging.publish(stage, repo, list(companions))
     return version
 
 
