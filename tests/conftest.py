@@ -10,7 +10,7 @@ import pytest
 
 from client.admin import admin_headers
 from conventions import REPOSITORY
-from harness.triton_stats import metrics_text
+from harness.triton_stats import request_counts
 from python_backend.inprocess import InProcessEnsemble
 from server.launch import Running, serving
 from server.processes import mapped_shm_regions
@@ -42,11 +42,11 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
 
     A request tritonserver still counts in flight when it gives up at its exit timeout (leaving the stubs' regions)
     fails the test. The failure names the models the log says were in flight, every model with failed requests
-    (Triton's own counts, by reason) and the tests that used the server, where to start looking.
+    (Triton's own counts) and the tests that used the server, where to start looking.
     """
     admin_key = secrets.token_urlsafe(32)
     regions: set[Path] = set()
-    failures: list[str] = []
+    failures: dict[str, int] | str = {}
     running = server = None
     try:
         with serving(
@@ -70,7 +70,7 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
         # stubs' regions, with requests still counted in flight.
         assert not (stubs_left and in_flight), (
             f"tritonserver counted requests of {in_flight} in flight at shutdown (stub regions removed: "
-            f"{len(stubs_left)}); failed requests by model and reason: {failures}; "
+            f"{len(stubs_left)}); failed requests by model: {failures}; "
             f"tests that used this server, in order: {server.tests if server else []}"
         )
         left |= stubs_left
@@ -78,14 +78,12 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
         assert not left, f"shared-memory regions left behind: {sorted(map(str, left))}; shutdown: {shutdown}"
 
 
-def failed_requests(metrics_port: int) -> list[str]:
-    """Triton's nv_inference_request_failure series that are not zero: model, version and reason, and the count."""
+def failed_requests(metrics_port: int) -> dict[str, int] | str:
+    """Triton's failed requests per model that had any (harness.triton_stats.request_counts)."""
     try:
-        page = metrics_text(metrics_port)
+        return {model: count for model, count in request_counts(metrics_port, "failure").items() if count}
     except OSError as error:
-        return [f"metrics unreadable: {error}"]
-    series = [line for line in page.splitlines() if line.startswith("nv_inference_request_failure{")]
-    return [line.removeprefix("nv_inference_request_failure") for line in series if float(line.split()[-1]) > 0]
+        return f"metrics unreadable: {error}"
 
 
 def pytest_collection_modifyitems(items):
