@@ -11,6 +11,7 @@ The files live at the repository's root, beside tenants.json, not in a model's f
 whenever anything in its folder changes, and would take a folder at the root for a model.
 """
 
+import io
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -53,16 +54,23 @@ def head_path(repository: Path, tenant: str) -> Path:
 def write_head(path: Path, coef: np.ndarray, bias: np.ndarray, class_names: list[str], encoder: str) -> None:
     """The head file, replaced whole with rename(). `encoder` names the features it was trained on (the transformer
     file's sha256), so that a head trained on another encoder can be found (release/heads.py list)."""
+    arrays = io.BytesIO()
+    np.savez(
+        arrays,
+        coef=coef.astype(np.float32),
+        bias=bias.astype(np.float32),
+        class_names=np.array(class_names),
+        encoder=np.array(encoder),
+    )
+    replace_whole(path, arrays.getvalue())
+
+
+def replace_whole(path: Path, data: bytes) -> None:
+    """Give `path` the contents `data` with rename(), so that the fuse step and the probe read the old file or the
+    new one, never half of one."""
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as file:
-        np.savez(
-            file,
-            coef=coef.astype(np.float32),
-            bias=bias.astype(np.float32),
-            class_names=np.array(class_names),
-            encoder=np.array(encoder),
-        )
-    os.replace(partial, path)
+    partial.write_bytes(data)
+    partial.replace(path)
 
 
 def read_head(path: Path) -> Head:

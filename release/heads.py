@@ -27,7 +27,7 @@ import torch
 
 from conventions import HEAD_CANARY_FILE
 from export.train import fit_logistic
-from python_backend.heads import HeadCache, head_path, read_head, write_head
+from python_backend.heads import HeadCache, head_path, read_head, replace_whole, write_head
 from python_backend.inprocess import InProcessEnsemble
 from python_backend.layout import latest_version
 from python_backend.tenants import check_tenant
@@ -127,14 +127,6 @@ def write_canary(path: Path, texts: list[str], labels: list[str], transformer: d
     features the head was trained on (the probe skips a head trained on another)."""
     canary = {"texts": texts, "labels": labels, "transformer": transformer}
     replace_whole(path, (json.dumps(canary, indent=2) + "\n").encode())
-
-
-def replace_whole(path: Path, data: bytes) -> None:
-    """Give `path` the contents `data` with rename(), so that the fuse step and the probe read the old file or the
-    new one, never half of one."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def put(
