@@ -42,8 +42,8 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
     shm regions are gone: the clients' ones it still mapped, and its stubs' ones that stop() had to remove.
 
     A request tritonserver still counts in flight when it gives up at its exit timeout (leaving the stubs' regions)
-    is reported as a warning (its cause is open). It names the models the log says were in flight, every model with failed requests
-    (Triton's own counts) and the tests that used the server, where to start looking.
+    is reported as a warning (its cause is open). It names the models the log says were in flight, every model with
+    failed requests (Triton's own counts) and the tests that used the server, where to start looking.
     """
     admin_key = secrets.token_urlsafe(32)
     regions: set[Path] = set()
