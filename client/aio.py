@@ -15,7 +15,7 @@ import tritonclient.grpc.aio as aioclient
 
 from client import predictions
 from client.errors import Timeout, translate
-from client.feedback import DEFAULT_URLS, Backoff
+from client.feedback import DEFAULT_URLS, DRAIN_SECS, Backoff
 from client.predictions import INBAND_OUTPUTS, SHM_OUTPUTS, Prediction, Schema
 
 
@@ -32,6 +32,7 @@ class AsyncFeedbackClient:
         self.triton = aioclient.InferenceServerClient(url)
         self.limit = asyncio.Semaphore(in_flight)
         self._schema: Schema | None = None
+        self.running: set[asyncio.Future] = set()  # inference calls on the channel, timed out here or not
 
     async def __aenter__(self) -> "AsyncFeedbackClient":
         return self
@@ -40,6 +41,11 @@ class AsyncFeedbackClient:
         await self.close()
 
     async def close(self) -> None:
+        """Lets the calls still running on the server finish first, for up to DRAIN_SECS in all: closing the channel
+        would cancel them (see FeedbackClient's Slot.close)."""
+        deadline = asyncio.get_running_loop().time() + DRAIN_SECS
+        while self.running and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.wait(set(self.running), timeout=left)
         await self.triton.close()
 
     async def _call(self, function):
@@ -69,6 +75,8 @@ class AsyncFeedbackClient:
         """The timeout stays on this side: a gRPC deadline or a cancelled call would cancel the request on the
         server, which can crash tritonserver 2.51 (see FeedbackClient's Slot.wait_for); shielded, it runs on."""
         call = asyncio.ensure_future(self.triton.infer(model, tensors, outputs=outputs, headers=self.headers))
+        self.running.add(call)
+        call.add_done_callback(self.running.discard)
         try:
             return await asyncio.wait_for(asyncio.shield(call), self.timeout)
         except TimeoutError:

@@ -33,6 +33,8 @@ from client.shm import Region, unique_prefix
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 SHM_KINDS = ("none", "system", "cuda")
 DEFAULT_URLS = {"grpc": "localhost:8001", "http": "localhost:8000"}
+# How long close() lets the requests still running on the server finish (in all) before it closes their channels.
+DRAIN_SECS = 10.0
 
 
 class Backoff:
@@ -57,6 +59,8 @@ class Slot:
         self.protocol = PROTOCOLS[client.protocol]
         # gRPC takes a deadline per call (used for all but inference, see wait_for), HTTP a socket timeout.
         connection, self.per_call = {}, {}
+        self.answered = threading.Event()  # clear while a gRPC inference call is on this slot's channel
+        self.answered.set()
         if client.timeout and self.protocol is grpcclient:
             self.per_call = {"client_timeout": client.timeout}
         elif client.timeout:
@@ -115,6 +119,7 @@ class Slot:
         FeedbackClient retires the slot instead of reusing it.
         """
         done, answer = threading.Event(), {}
+        self.answered = done
 
         def callback(result, error):
             answer.update(result=result, error=error)
@@ -133,15 +138,21 @@ class Slot:
             if region.handle is not None:
                 region.register()
 
-    def close(self) -> None:
+    def close(self, drain: float = 0.0) -> None:
+        """Closing a gRPC channel cancels the request still running on it, and tritonserver 2.51 then may crash
+        (server #7368) or, when the cancellation reaches an ensemble before its parallel members start, count the
+        request in flight for good (docs/pitfalls.md). So a request still running (one this side gave up on, or one
+        another thread is waiting for) gets `drain` seconds to finish first."""
+        self.answered.wait(drain)
         for region in self.regions.values():
             region.release()
         self.triton.close()
 
 
 def close_slots(slots: list[Slot]) -> None:
+    deadline = time.monotonic() + DRAIN_SECS
     while slots:
-        slots.pop().close()
+        slots.pop().close(drain=max(0.0, deadline - time.monotonic()))
 
 
 class FeedbackClient:

@@ -62,13 +62,15 @@ def metrics_text(metrics_port: int) -> str:
         return answer.read().decode()
 
 
-def request_counts(metrics_port: int, outcome: str) -> Counter:
+def request_counts(metrics_port: int, outcome: str, by: tuple[str, ...] = ("model",)) -> Counter:
     """nv_inference_request_<outcome> ("success" or "failure") per model, summed over its other labels; ensemble
-    requests count under the ensemble and under each member."""
+    requests count under the ensemble and under each member. `by=("model", "reason")` keeps a failure's reason apart
+    (REJECTED, CANCELED, BACKEND or OTHER), keyed "model/REASON"."""
     found = Counter()
     for line in metrics_text(metrics_port).splitlines():
         if line.startswith(f"nv_inference_request_{outcome}{{"):
-            found[re.search(r'model="([^"]+)"', line)[1]] += int(float(line.rsplit(" ", 1)[1]))
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}", 1)[0]))
+            found["/".join(labels[name] for name in by)] += int(float(line.rsplit(" ", 1)[1]))
     return found
 
 

@@ -28,6 +28,7 @@ from client.errors import (
 )
 from client.shm import cuda_module
 from export import corpus, datasets
+from harness.triton_stats import request_counts
 from server.flags import Ports
 from server.launch import free_ports, start, wait_ready
 from server.processes import group_members, mapped_shm_regions, stop, stub_regions
@@ -141,6 +142,47 @@ def test_no_region_left_after_1000_calls_and_errors_mid_call(server):
         assert not our_shm_files(client)
     with FeedbackClient(server.grpc_url, admin_key=server.admin_key) as observer:
         assert not [name for name in observer.registered_regions() if name.startswith((many.prefix, late.prefix))]
+
+
+def timed_out_then_closed(url: str, texts: list[str]) -> None:
+    """One call that gives up at once while the request runs on, then close(), as FeedbackClient does it."""
+    client = FeedbackClient(url, backoff=Backoff(retries=0))
+    client.classify(texts[:1])  # the schema, fetched before the timeout is set
+    client.timeout = 1e-4
+    with pytest.raises(Timeout):
+        client.classify(texts)
+    client.close()
+
+
+async def timed_out_then_closed_async(url: str, texts: list[str]) -> None:
+    client = AsyncFeedbackClient(url, backoff=Backoff(retries=0))
+    await client.classify(texts[:1])
+    client.timeout = 1e-4
+    with pytest.raises(Timeout):
+        await client.classify(texts)
+    await client.close()
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_close_lets_a_request_that_timed_out_here_finish_on_the_server(server, kind):
+    """Closing a gRPC channel cancels the request still running on it, which can crash tritonserver 2.51 or leave an
+    ensemble request counted in flight for good (docs/pitfalls.md): close() waits for the answer instead."""
+
+    def counts() -> tuple[int, int]:
+        failed = request_counts(server.ports.metrics, "failure", by=("model", "reason"))
+        cancelled = sum(count for key, count in failed.items() if key.endswith("/CANCELED"))
+        return request_counts(server.ports.metrics, "success")["feedback_text"], cancelled
+
+    answered, cancelled = counts()
+    texts = [text * 4 for text in TEXTS[:64]]  # still in flight when close() is called
+    if kind == "sync":
+        timed_out_then_closed(server.grpc_url, texts)
+    else:
+        asyncio.run(timed_out_then_closed_async(server.grpc_url, texts))
+    deadline = time.monotonic() + 10
+    while counts() != (answered + 2, cancelled) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert counts() == (answered + 2, cancelled), f"(answered, cancelled) were {(answered, cancelled)} before"
 
 
 def test_two_clients_never_share_a_region(server):
