@@ -2,7 +2,6 @@
 
 import secrets
 import shutil
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,8 @@ class Server(Running):
 
     log: Path
     admin_key: str
-    tests: list[str] = field(default_factory=list, kw_only=True)  # node ids of the tests that asked for it
+    # Each test that asked for it, with the requests that failed during it ("model/REASON": count).
+    tests: list[tuple[str, dict[str, int] | str]] = field(default_factory=list, kw_only=True)
 
     @property
     def pid(self) -> int:
@@ -42,8 +42,8 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
     shm regions are gone: the clients' ones it still mapped, and its stubs' ones that stop() had to remove.
 
     A request tritonserver still counts in flight when it gives up at its exit timeout (leaving the stubs' regions)
-    is reported as a warning (its cause is open). It names the models the log says were in flight, every model with
-    failed requests (Triton's own counts) and the tests that used the server, where to start looking.
+    is a leak, and fails too. The failure names the models the log says were in flight, Triton's failed requests by
+    model and reason, and the tests that used the server with the failures each one added, where to start looking.
     """
     admin_key = secrets.token_urlsafe(32)
     regions: set[Path] = set()
@@ -67,26 +67,22 @@ def run_server(repository: Path, log: Path, model_control: str = "poll"):
         stubs_left = running.regions_left if running else set()
         lines = log.read_text(errors="replace").splitlines() if log.exists() else []
         in_flight = [line.split('"')[1] for line in lines if "in-flight inferences" in line and "has" in line][-3:]
-        if stubs_left and in_flight:
-            # A leak: the server gave up at its exit timeout with requests still counted in flight. Reported, not
-            # failed, while its cause is open (a fresh-clone run on 2026-12-07 saw it with one failed transformer and
-            # one failed textcnn request in the session): the warning carries the diagnosis.
-            warnings.warn(
-                f"tritonserver counted requests of {in_flight} in flight at shutdown (stub regions removed: "
-                f"{len(stubs_left)}); failed requests by model: {failures}; "
-                f"tests that used this server, in order: {server.tests if server else []}",
-                stacklevel=1,
-            )
-            stubs_left = set()
+        tests = [(test, added) for test, added in (server.tests if server else []) if added]
+        assert not (stubs_left and in_flight), (
+            f"tritonserver counted requests of {in_flight} in flight at shutdown (stub regions removed: "
+            f"{len(stubs_left)}); failed requests by model and reason: {failures}; "
+            f"the tests that used this server and had failed requests, in order: {tests}"
+        )
         left |= stubs_left
         shutdown = [line for line in lines if "Timeout" in line][-4:]
         assert not left, f"shared-memory regions left behind: {sorted(map(str, left))}; shutdown: {shutdown}"
 
 
 def failed_requests(metrics_port: int) -> dict[str, int] | str:
-    """Triton's failed requests per model that had any (harness.triton_stats.request_counts)."""
+    """Triton's failed requests, "model/REASON": count, where there were any (harness.triton_stats.request_counts)."""
     try:
-        return {model: count for model, count in request_counts(metrics_port, "failure").items() if count}
+        counts = request_counts(metrics_port, "failure", by=("model", "reason"))
+        return {key: count for key, count in counts.items() if count}
     except OSError as error:
         return f"metrics unreadable: {error}"
 
@@ -107,10 +103,25 @@ def server(tmp_path_factory) -> Server:
 
 
 @pytest.fixture(autouse=True)
-def _record_session_server_use(request):
-    """A test server's failure at shutdown lists the tests that used it (see run_server)."""
-    if "server" in request.fixturenames:
-        request.getfixturevalue("server").tests.append(request.node.nodeid)
+def _watch_session_server(request):
+    """Each test that uses the session's server is recorded with the requests that failed during it (a leak at
+    shutdown lists them, see run_server). A test whose requests were cancelled on that server fails at once: a
+    cancellation that reaches an ensemble before its parallel members start makes tritonserver 2.51 count the request
+    in flight for good, and one that races the answer can crash it (docs/pitfalls.md)."""
+    if "server" not in request.fixturenames:
+        yield
+        return
+    server = request.getfixturevalue("server")
+    before = failed_requests(server.ports.metrics)
+    yield
+    after = failed_requests(server.ports.metrics)
+    if isinstance(before, str) or isinstance(after, str):
+        server.tests.append((request.node.nodeid, after if isinstance(after, str) else before))
+        return
+    added = {key: count - before.get(key, 0) for key, count in after.items() if count != before.get(key, 0)}
+    server.tests.append((request.node.nodeid, added))
+    cancelled = {key: count for key, count in added.items() if key.endswith("/CANCELED")}
+    assert not cancelled, f"this test cancelled requests in flight on the session's server: {cancelled}"
 
 
 @pytest.fixture(scope="session")
