@@ -34,6 +34,7 @@ from conventions import ADMIN_HEADER
 from server import ROOT, probe
 from server.flags import Ports, region_prefix
 from server.processes import (
+    alive,
     kill_group,
     orphaned_stub_regions,
     remove_regions,
@@ -175,7 +176,10 @@ class Supervisor:
         """model -> pid of each stub that ran at the last watch and is now dead and not reaped: killed, not stopped."""
         running = stub_models(self.process.pid)
         died = {model: pid for pid, model in self.stubs.items() if pid not in running and zombie(pid)}
-        self.stubs = running
+        # A stub caught while it exits has no command line left and is not a zombie yet: watched again next time,
+        # or its death would go unseen (a fresh-clone run on 2026-12-07 took the timed-out canaries for a hang).
+        exiting = {pid: model for pid, model in self.stubs.items() if pid not in running and alive(pid)}
+        self.stubs = running | exiting
         return died
 
     def exited(self) -> None:
