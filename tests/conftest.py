@@ -120,8 +120,12 @@ def _watch_session_server(request):
         return
     added = {key: count - before.get(key, 0) for key, count in after.items() if count != before.get(key, 0)}
     server.tests.append((request.node.nodeid, added))
-    cancelled = {key: count for key, count in added.items() if key.endswith("/CANCELED")}
-    assert not cancelled, f"this test cancelled requests in flight on the session's server: {cancelled}"
+    assert not cancelled(added), f"this test cancelled requests in flight on the session's server: {cancelled(added)}"
+
+
+def cancelled(failures: dict[str, int]) -> dict[str, int]:
+    """The CANCELED part of failed_requests()' counts."""
+    return {key: count for key, count in failures.items() if key.endswith("/CANCELED")}
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from harness.triton_stats import request_counts
 from server.flags import Ports
 from server.launch import free_ports, start, wait_ready
 from server.processes import group_members, mapped_shm_regions, stop, stub_regions
-from tests.conftest import REPOSITORY
+from tests.conftest import REPOSITORY, cancelled, failed_requests
 
 TEXTS = datasets.synthetic().held_out.texts[:100] + ["", "ok", "прайс 💸 " * 200]
 
@@ -169,20 +169,19 @@ def test_close_lets_a_request_that_timed_out_here_finish_on_the_server(server, k
     ensemble request counted in flight for good (docs/pitfalls.md): close() waits for the answer instead."""
 
     def counts() -> tuple[int, int]:
-        failed = request_counts(server.ports.metrics, "failure", by=("model", "reason"))
-        cancelled = sum(count for key, count in failed.items() if key.endswith("/CANCELED"))
-        return request_counts(server.ports.metrics, "success")["feedback_text"], cancelled
+        failed = sum(cancelled(failed_requests(server.ports.metrics)).values())
+        return request_counts(server.ports.metrics, "success")["feedback_text"], failed
 
-    answered, cancelled = counts()
+    answered, cancels = counts()
     texts = [text * 4 for text in TEXTS[:64]]  # still in flight when close() is called
     if kind == "sync":
         timed_out_then_closed(server.grpc_url, texts)
     else:
         asyncio.run(timed_out_then_closed_async(server.grpc_url, texts))
     deadline = time.monotonic() + 10
-    while counts() != (answered + 2, cancelled) and time.monotonic() < deadline:
+    while counts() != (answered + 2, cancels) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert counts() == (answered + 2, cancelled), f"(answered, cancelled) were {(answered, cancelled)} before"
+    assert counts() == (answered + 2, cancels), f"(answered, cancelled) were {(answered, cancels)} before"
 
 
 def test_two_clients_never_share_a_region(server):
